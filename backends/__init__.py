@@ -1,0 +1,1 @@
+"""Backends: the domain model, the backend contract and its adapters (simulator, libvirt)."""

@@ -1,0 +1,144 @@
+"""The backend contract shared by the simulator and libvirt.
+
+A backend manages a set of hosts. It yields full snapshots (``Inventory``), tells watchers
+that something changed, and turns a request into an ``Operation``: ``prepare`` validates
+everything and changes nothing; ``Operation.run`` then does the work as a job, emitting
+progress events and returning the final result. Calls may block (libvirt does); callers run
+them off any UI loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from backends.errors import ReadOnly, Unsupported
+from backends.models import Inventory, Job, JobEvent, JobKind, JobResult
+from backends.requests import Request
+
+
+class Capability(StrEnum):
+    INVENTORY = "inventory"
+    EVENTS = "events"
+    LIFECYCLE = "lifecycle"
+    MIGRATE = "migrate"
+    HANDOFF = "handoff"
+    REBALANCE = "rebalance"
+    REPLICATE = "replicate"
+    FAILOVER = "failover"
+
+
+MUTATING = frozenset(
+    {
+        Capability.LIFECYCLE,
+        Capability.MIGRATE,
+        Capability.HANDOFF,
+        Capability.REBALANCE,
+        Capability.REPLICATE,
+        Capability.FAILOVER,
+    }
+)
+
+_CAPABILITY_OF_KIND = {
+    JobKind.MIGRATE: Capability.MIGRATE,
+    JobKind.HANDOFF: Capability.HANDOFF,
+    JobKind.REBALANCE: Capability.REBALANCE,
+    JobKind.REPLICATE: Capability.REPLICATE,
+    JobKind.FAILOVER: Capability.FAILOVER,
+    JobKind.LIFECYCLE: Capability.LIFECYCLE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something changed on ``host`` (None: anywhere); ``what`` is host, vm, device or job."""
+
+    what: str
+    host: str | None = None
+    name: str | None = None
+
+
+Emit = Callable[[JobEvent], None]
+Watcher = Callable[[Change], None]
+
+
+class Operation(ABC):
+    """A validated operation, ready to run once as a job."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    @abstractmethod
+    def run(self, emit: Emit, cancel: threading.Event) -> JobResult:
+        """Do the work, emitting progress; on failure or cancel leave a known state."""
+
+
+class Backend(ABC):
+    """What every backend provides; see the module docstring."""
+
+    name: str = "backend"
+    capabilities: frozenset[Capability] = frozenset({Capability.INVENTORY})
+
+    def __init__(self, *, read_only: bool = False) -> None:
+        self.read_only = read_only
+        self._watchers: list[Watcher] = []
+        self._watch_lock = threading.Lock()
+
+    # -- inventory ---------------------------------------------------------------------
+
+    @abstractmethod
+    def snapshot(self) -> Inventory:
+        """The latest full snapshot (cheap: served from what was last refreshed)."""
+
+    @abstractmethod
+    def refresh(self) -> Inventory:
+        """Poll every host now and return the new snapshot."""
+
+    # -- change events -----------------------------------------------------------------
+
+    def watch(self, watcher: Watcher) -> Callable[[], None]:
+        """Call ``watcher`` (from any thread) on each change; returns an unsubscribe."""
+        with self._watch_lock:
+            self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            with self._watch_lock:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+
+        return unwatch
+
+    def _notify(self, change: Change) -> None:
+        with self._watch_lock:
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher(change)
+
+    # -- operations --------------------------------------------------------------------
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def prepare(self, request: Request) -> Operation:
+        """Check ``request`` against capabilities, read-only mode and the current state."""
+        capability = _CAPABILITY_OF_KIND[request.kind]
+        if capability not in self.capabilities:
+            raise Unsupported(
+                f"the {self.name} backend cannot {request.kind.value}",
+                hint="use a backend that supports it (see `hvc inventory --json` capabilities)",
+            )
+        if self.read_only and capability in MUTATING:
+            raise ReadOnly(
+                f"refusing to {request.kind.value}: the connection is read-only",
+                hint="run without --read-only to make changes",
+            )
+        return self._prepare(request)
+
+    def _prepare(self, request: Request) -> Operation:
+        raise Unsupported(f"the {self.name} backend cannot {request.kind.value}")
+
+    def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
+        """Release connections and threads; the backend is unusable afterwards."""

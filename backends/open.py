@@ -1,0 +1,43 @@
+"""Choose and open a backend from command-line style options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from backends.base import Backend
+from backends.errors import BadInput
+from backends.sim.clock import Clock
+
+
+def open_backend(
+    connect: tuple[str, ...] = (),
+    *,
+    fleet: Path | None = None,
+    scale: str | None = None,
+    demo: bool = False,
+    read_only: bool = False,
+    clock: Clock | None = None,
+) -> Backend:
+    """libvirt hosts when URIs are given, else the simulated datacenter (demo by default)."""
+    simulated = [name for name, on in (("--demo", demo), ("--fleet", fleet), ("--scale", scale)) if on]
+    if len(simulated) > 1:
+        raise BadInput(f"{' and '.join(simulated)} both pick a simulated fleet", hint="give one")
+    if connect and simulated:
+        raise BadInput(
+            f"-c/--connect and {simulated[0]} pick different backends",
+            hint="use libvirt hosts (-c) or the simulator, not both",
+        )
+    if connect:
+        from backends.libvirt.backend import LibvirtBackend
+
+        return LibvirtBackend(connect, read_only=read_only)
+    from backends.sim.backend import SimBackend
+    from backends.sim.fleet import demo_fleet_path, load_fleet
+
+    if scale:
+        from backends.sim.scale import generate_fleet, parse_scale
+
+        spec = generate_fleet(*parse_scale(scale))
+    else:
+        spec = load_fleet(fleet or demo_fleet_path())
+    return SimBackend(spec, clock, read_only=read_only)

@@ -1,0 +1,130 @@
+"""The embedded simulated datacenter, registered like any other backend.
+
+Deterministic: the fleet spec, its seed and the injected clock decide every value, so tests
+and screenshots are identical on every run. It also documents the semantics the libvirt
+backend must have: free memory per cell is what running VMs leave, lag is time since the
+last sync, CPU time grows with each running VM's utilisation.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+from backends.base import Backend, Capability, Change
+from backends.models import (
+    DiskChain,
+    Host,
+    HugePages,
+    Inventory,
+    LayerState,
+    NumaCell,
+    ReplicaLink,
+    Site,
+    Vm,
+)
+from backends.sim.build import GIB, build
+from backends.sim.clock import Clock, ManualClock
+from backends.sim.spec import FleetSpec, HostSpec
+
+
+class SimBackend(Backend):
+    name = "sim"
+    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS})
+
+    def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
+        super().__init__(read_only=read_only)
+        self.spec = spec
+        self.clock = clock or ManualClock()
+        self._lock = threading.RLock()
+        self._host_specs = {h.name: h for h in spec.hosts}
+        self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
+        self.state = build(spec, self.clock.now())
+        self._inventory = self._compose()
+
+    def snapshot(self) -> Inventory:
+        return self._inventory
+
+    def refresh(self) -> Inventory:
+        with self._lock:
+            self._inventory = self._compose()
+        self._notify(Change("inventory"))
+        return self._inventory
+
+    # -- composing a snapshot ----------------------------------------------------------
+
+    def _compose(self) -> Inventory:
+        now = self.clock.now()
+        vms = tuple(self._vm_now(vm, now) for vm in self.state.vms.values())
+        by_host: dict[str, list[Vm]] = {}
+        for vm in vms:
+            by_host.setdefault(vm.host, []).append(vm)
+        hosts = tuple(self._host(h, by_host.get(h.name, [])) for h in self.spec.hosts)
+        return Inventory(
+            sites=self._sites,
+            hosts=hosts,
+            vms=vms,
+            devices=tuple(self.state.devices.values()),
+            chains=tuple(self.state.chains.values()),
+            replicas=self._replicas(now),
+            taken_at=now,
+        )
+
+    def _vm_now(self, vm: Vm, now: float) -> Vm:
+        booted, util = self.state.boot[vm.name]
+        if not vm.active:
+            return vm
+        return replace(vm, cpu_time_ns=int((now - booted) * vm.vcpus * util * 1e9))
+
+    def _host(self, spec: HostSpec, vms: list[Vm]) -> Host:
+        used: dict[int, int] = {}
+        pinned_gib: dict[int, int] = {}
+        for vm in vms:
+            if not vm.active:
+                continue
+            for cell, kib in (vm.memory_by_cell() or {}).items():
+                used[cell] = used.get(cell, 0) + kib
+                if vm.pinning:
+                    pinned_gib[cell] = pinned_gib.get(cell, 0) + kib // GIB
+        cells = tuple(
+            _with_use(c, spec.reserved_kib + used.get(c.id, 0), pinned_gib.get(c.id, 0))
+            for c in self.state.cells[spec.name]
+        )
+        return Host(
+            name=spec.name, uri=f"sim:///{spec.name}", site=spec.site, cpu_model=spec.cpu_model,
+            threads=sum(c.cpus for c in spec.cells), memory_kib=sum(c.memory_kib for c in spec.cells),
+            numa=cells, hostname=spec.name, hypervisor="hvc simulator",
+        )
+
+    def _replicas(self, now: float) -> tuple[ReplicaLink, ...]:
+        out = []
+        for (vm_name, disk), r in self.state.replicas.items():
+            primary = self.state.chains[(vm_name, disk)]
+            states = tuple(
+                LayerState.PRESENT if i < r.present
+                else LayerState.SHIPPING if i == r.present and r.shipping
+                else LayerState.MISSING
+                for i in range(len(primary.layers))
+            )
+            replica = DiskChain(
+                vm=vm_name, host=r.to, disk=disk,
+                layers=tuple(
+                    replace(layer, path=layer.path.replace("/images/", "/replica/"))
+                    for layer in primary.layers[: r.present]
+                ),
+            )
+            out.append(ReplicaLink(
+                vm=vm_name, disk=disk, primary_host=primary.host, replica_host=r.to,
+                primary=primary, replica=replica, layer_states=states,
+                last_sync=r.last_sync, lag_s=max(0.0, now - r.last_sync), rpo_s=r.rpo_s,
+            ))
+        return tuple(out)
+
+
+def _with_use(cell: NumaCell, used_kib: int, pinned_gib: int) -> NumaCell:
+    pages = tuple(
+        HugePages(p.size_kib, p.total, max(0, p.total - pinned_gib)) if p.size_kib == GIB else p
+        for p in cell.hugepages
+    )
+    return replace(cell, free_kib=max(0, cell.memory_kib - used_kib), hugepages=pages)
+

@@ -1,0 +1,192 @@
+"""Turn a ``FleetSpec`` into model objects: CPU numbering, pinning, devices, chains, replicas.
+
+Everything derives from the spec and its seed, so the same spec always yields the same
+datacenter; times are offsets from the injected clock's ``now``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from backends.models import (
+    CellShare,
+    Cpu,
+    DiskChain,
+    DiskLayer,
+    HugePages,
+    NumaCell,
+    Owner,
+    OwnerKind,
+    PciDevice,
+    VcpuPin,
+    Vm,
+    VNumaCell,
+)
+from backends.sim.spec import DeviceSpec, DiskSpec, FleetSpec, HostSpec, VmSpec
+
+GIB = 1024 * 1024
+
+
+@dataclass
+class ReplicaState:
+    """Mutable replication bookkeeping for one disk: which primary layers the replica has."""
+
+    vm: str
+    disk: str
+    to: str
+    rpo_s: float
+    last_sync: float
+    present: int  # primary layers 0..present-1 are at the replica
+    shipping: bool
+
+
+@dataclass
+class BuiltFleet:
+    cells: dict[str, tuple[NumaCell, ...]]  # per host, free memory not yet computed
+    vms: dict[str, Vm]
+    devices: dict[tuple[str, str], PciDevice]
+    chains: dict[tuple[str, str], DiskChain]
+    replicas: dict[tuple[str, str], ReplicaState]
+    boot: dict[str, tuple[float, float]]  # vm → (boot time, mean CPU utilisation)
+
+
+def build(spec: FleetSpec, now: float) -> BuiltFleet:
+    cells = {h.name: host_cells(h) for h in spec.hosts}
+    cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
+    vms: dict[str, Vm] = {}
+    boot: dict[str, tuple[float, float]] = {}
+    for v in spec.vms:
+        rng = random.Random(f"{spec.seed}:{v.name}")
+        vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], rng)
+        boot[v.name] = (now - rng.uniform(3_600, 90 * 86_400), rng.uniform(0.05, 0.85))
+    devices = {}
+    for d in spec.devices:
+        for dev in make_devices(d):
+            devices[(dev.host, dev.address)] = dev
+            if dev.owner.vm:
+                vm = vms[dev.owner.vm]
+                vms[vm.name] = replace(vm, devices=(*vm.devices, dev.address))
+    chains: dict[tuple[str, str], DiskChain] = {}
+    replicas: dict[tuple[str, str], ReplicaState] = {}
+    for v in spec.vms:
+        for disk in v.disks:
+            chain = make_chain(v, disk, random.Random(f"{spec.seed}:{v.name}:{disk.target}"))
+            chains[(v.name, disk.target)] = chain
+            if v.replica:
+                replicas[(v.name, disk.target)] = ReplicaState(
+                    vm=v.name, disk=disk.target, to=v.replica.to, rpo_s=v.replica.rpo_s,
+                    last_sync=now - v.replica.lag_s,
+                    present=max(1, len(chain.layers) - v.replica.missing),
+                    shipping=v.replica.shipping and v.replica.missing > 0,
+                )
+    return BuiltFleet(cells, vms, devices, chains, replicas, boot)
+
+
+def host_cells(h: HostSpec) -> tuple[NumaCell, ...]:
+    """Linux-style numbering: first threads of every core, then their SMT siblings."""
+    cores = [c.cpus // h.smt for c in h.cells]
+    total_cores = sum(cores)
+    sockets = h.sockets or len(h.cells)
+    out = []
+    offset = 0
+    for i, c in enumerate(h.cells):
+        socket = i * sockets // len(h.cells)
+        cpus = []
+        for t in range(h.smt):
+            for k in range(offset, offset + cores[i]):
+                siblings = tuple(k + s * total_cores for s in range(h.smt))
+                cpus.append(Cpu(id=k + t * total_cores, socket=socket, core=k, siblings=siblings))
+        offset += cores[i]
+        pages = []
+        if c.hugepages_2m:
+            pages.append(HugePages(2048, c.hugepages_2m, c.hugepages_2m))
+        if c.hugepages_1g:
+            pages.append(HugePages(GIB, c.hugepages_1g, c.hugepages_1g))
+        out.append(NumaCell(
+            id=i, cpus=tuple(sorted(cpus, key=lambda cpu: cpu.id)), memory_kib=c.memory_kib,
+            free_kib=None, hugepages=tuple(pages), distances=_distances(h, i),
+        ))
+    return tuple(out)
+
+
+def _distances(h: HostSpec, i: int) -> tuple[tuple[int, int], ...]:
+    row = h.distances[i] if h.distances else tuple(10 if j == i else 21 for j in range(len(h.cells)))
+    return tuple(enumerate(row))
+
+
+def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], rng: random.Random) -> Vm:
+    vnuma: list[VNumaCell] = []
+    pins: list[VcpuPin] = []
+    next_vcpu = 0
+    groups: list[tuple[int, int]] = []  # (cell for vCPUs, count)
+    for i, node in enumerate(v.vnuma):
+        share = node.memory_kib // len(node.cells)
+        backing = tuple(
+            CellShare(c, share + (node.memory_kib - share * len(node.cells) if j == 0 else 0))
+            for j, c in enumerate(node.cells)
+        )
+        vnuma.append(VNumaCell(i, tuple(range(next_vcpu, next_vcpu + node.vcpus)), node.memory_kib, backing))
+        groups.append((node.cells[0], node.vcpus))
+        next_vcpu += node.vcpus
+    if not v.vnuma:
+        groups.append((v.cpu_cell if v.cpu_cell is not None else v.cell, v.vcpus))
+    if v.pinned:
+        vcpu = 0
+        for cell, count in groups:
+            ids = cells[cell].cpu_ids
+            for _ in range(count):
+                pins.append(VcpuPin(vcpu, (ids[cursors[cell] % len(ids)],)))
+                cursors[cell] += 1
+                vcpu += 1
+    return Vm(
+        name=v.name, uuid=str(_uuid(rng)), host=v.host, state=v.state, vcpus=v.vcpus,
+        memory_kib=v.memory_kib, max_memory_kib=v.memory_kib, vnuma=tuple(vnuma),
+        pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,),
+        disks=tuple(d.target for d in v.disks),
+    )
+
+
+def _uuid(rng: random.Random) -> str:
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+
+def make_devices(d: DeviceSpec) -> list[PciDevice]:
+    domain, bus, _ = d.address.split(":")
+    vf_addresses = tuple(f"{domain}:{bus}:{1 + i // 8:02x}.{i % 8}" for i in range(d.vfs))
+    pf = PciDevice(
+        address=d.address, host=d.host, vendor=d.vendor, product=d.product,
+        device_class=d.device_class, driver=d.driver, iommu_group=d.iommu_group,
+        owner=_owner(d.owner, d.driver), vfs=vf_addresses,
+    )
+    out = [pf]
+    for i, address in enumerate(vf_addresses):
+        vm = d.vf_owners.get(i)
+        driver = "vfio-pci" if vm else d.vf_driver
+        out.append(PciDevice(
+            address=address, host=d.host, vendor=d.vendor, product=f"{d.product} Virtual Function",
+            device_class=d.device_class, driver=driver, iommu_group=d.iommu_group + 1 + i,
+            owner=_owner(vm or "host", driver), physfn=d.address,
+        ))
+    return out
+
+
+def _owner(owner: str, driver: str) -> Owner:
+    if owner == "host":
+        return Owner(OwnerKind.HOST, driver=driver)
+    if owner == "vfio":
+        return Owner(OwnerKind.VFIO, driver=driver)
+    return Owner(OwnerKind.VM, vm=owner, driver=driver)
+
+
+def make_chain(v: VmSpec, disk: DiskSpec, rng: random.Random) -> DiskChain:
+    size = disk.size_kib * 1024
+    root = f"/var/lib/libvirt/images/{v.name}"
+    layers = [DiskLayer(f"{root}/{disk.target}-base.qcow2", "qcow2", size,
+                        int(size * rng.uniform(0.25, 0.7)))]
+    for i in range(disk.overlays):
+        name = "active" if i == disk.overlays - 1 else f"d{i + 1}"
+        layers.append(DiskLayer(f"{root}/{disk.target}-{name}.qcow2", "qcow2", size,
+                                int(size * rng.uniform(0.005, 0.08))))
+    return DiskChain(vm=v.name, host=v.host, disk=disk.target, layers=tuple(layers))

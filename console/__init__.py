@@ -1,0 +1,1 @@
+"""The hvc console: command line, Textual app, jobs and headless mode."""

@@ -1,0 +1,5 @@
+"""`python -m console` runs the hvc command line."""
+
+from console.cli import main
+
+main()

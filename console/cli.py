@@ -1,0 +1,190 @@
+"""The `hvc` command line. Chooses headless or console before importing Textual."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from backends.errors import BadInput, HvcError
+
+VERSION = "0.1.0"
+
+
+def _backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command shares; accepted before and after the command name."""
+    options = [
+        click.option("-c", "--connect", "connect", multiple=True, metavar="URI",
+                     help="libvirt host URI or a name from the config file; repeat for more hosts."),
+        click.option("--demo", is_flag=True, default=None, help="Use the embedded demo datacenter."),
+        click.option("--fleet", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Use a simulated datacenter described by a fleet TOML file."),
+        click.option("--scale", metavar="HxV", default=None,
+                     help="Use a generated simulated fleet of H hosts with V VMs each."),
+        click.option("--read-only", is_flag=True, default=None,
+                     help="Open read-only connections and refuse every change."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _merged(ctx: click.Context, **local: Any) -> dict[str, Any]:
+    """Options given on the group, extended or overridden by the subcommand's."""
+    merged = dict(ctx.obj or {})
+    for key, value in local.items():
+        if key == "connect":
+            merged[key] = tuple(merged.get(key, ())) + tuple(value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def _open(opts: dict[str, Any]) -> Any:
+    from backends.open import open_backend
+    from console.config import load_config
+
+    config = load_config()
+    return open_backend(
+        config.resolve(tuple(opts.get("connect", ()))),
+        fleet=opts.get("fleet"), scale=opts.get("scale"), demo=bool(opts.get("demo")),
+        read_only=bool(opts.get("read_only")) or config.read_only,
+    )
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@_backend_options
+@click.version_option(VERSION, "--version", prog_name="hvc")
+@click.pass_context
+def cli(ctx: click.Context, **opts: Any) -> None:
+    """hvc — a keyboard-first console for KVM/libvirt hypervisor hosts.
+
+    With no command, opens the console: on the libvirt hosts given with -c, or on the
+    embedded simulated datacenter.
+    """
+    ctx.obj = _merged(ctx, **opts)
+    if ctx.invoked_subcommand is None:
+        _console(ctx.obj)
+
+
+@cli.command()
+@_backend_options
+@click.pass_context
+def demo(ctx: click.Context, **opts: Any) -> None:
+    """Open the console on the embedded simulated datacenter."""
+    merged = _merged(ctx, **opts)
+    if not merged.get("connect") and not merged.get("fleet") and not merged.get("scale"):
+        merged["demo"] = True
+    _console(merged)
+
+
+@cli.command()
+@_backend_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def inventory(ctx: click.Context, as_json: bool, **opts: Any) -> None:
+    """Print hosts, NUMA cells, VMs, devices and disk chains."""
+    backend = _open(_merged(ctx, **opts))
+    try:
+        _print_inventory(backend, as_json)
+    finally:
+        backend.close()
+
+
+@cli.group()
+def lab() -> None:
+    """A two-host libvirt lab on this machine (root): up, status, down."""
+
+
+@lab.command("up")
+def lab_up() -> None:
+    """Start both lab hosts and their guests; print the URIs."""
+    from console.lab_cli import run
+
+    run("up")
+
+
+@lab.command("status")
+def lab_status() -> None:
+    """Print the lab's URIs, guests and problems (exit 1 when it is not up)."""
+    from console.lab_cli import run
+
+    run("status")
+
+
+@lab.command("down")
+def lab_down() -> None:
+    """Remove everything the lab created."""
+    from console.lab_cli import run
+
+    run("down")
+
+
+def _print_inventory(backend: Any, as_json: bool) -> None:
+    inv = backend.snapshot()
+    if as_json:
+        import json
+
+        from backends.export import inventory_to_dict
+
+        json.dump(inventory_to_dict(inv, backend.capabilities), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        from console.inventory_text import print_inventory
+
+        print_inventory(inv)
+
+
+def _console(opts: dict[str, Any]) -> None:
+    backend = _open(opts)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        click.echo("hvc: no terminal attached; printing the inventory instead of the console", err=True)
+        try:
+            _print_inventory(backend, as_json=False)
+        finally:
+            backend.close()
+        return
+    from console.app import HvcApp
+
+    try:
+        HvcApp(backend).run()
+    finally:
+        backend.close()
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"hvc: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line per error, exit 2 for bad input, 1 for failures."""
+    try:
+        code = cli.main(args=argv, prog_name="hvc", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "hvc"
+        _fail(f"{exc.format_message().rstrip('.')} (see '{where} --help')", 2)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except BadInput as exc:
+        _fail(exc.one_line(), 2)
+    except HvcError as exc:
+        _fail(exc.one_line(), exc.exit_code)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:  # an internal error: one line here, the traceback in the log
+        from console.log import log_exception
+
+        _fail(f"internal error: {exc} (details in {log_exception(exc)})", 1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+

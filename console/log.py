@@ -1,0 +1,26 @@
+"""hvc's own log file, in the user's state directory; tracebacks go here, not to the screen."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+
+def log_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hvc" / "hvc.log"
+
+
+def log_exception(exc: BaseException) -> Path:
+    """Append ``exc`` with its traceback to the log and return where it went."""
+    path = log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("hvc")
+    if not logger.handlers:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.error("unexpected error", exc_info=exc)
+    return path

@@ -1,0 +1,26 @@
+"""Messages the console's workers post to the app (thread-safe via post_message)."""
+
+from __future__ import annotations
+
+from textual.message import Message
+
+from backends.models import Inventory
+
+
+class InventoryUpdated(Message):
+    """A fresh snapshot arrived; coalesces, since only the newest one matters."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        super().__init__()
+        self.inventory = inventory
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, InventoryUpdated)
+
+
+class BackendFailed(Message):
+    """A refresh failed; the error reaches the screen instead of vanishing."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error

@@ -1,0 +1,1 @@
+"""Reusable Textual widgets; they import Textual and backends.models only."""

@@ -1,0 +1,59 @@
+"""A DataTable that updates rows in place by key, keeping the cursor across refreshes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.widgets import DataTable
+
+Cell = str | Text
+
+
+class KeyedTable(DataTable[Cell]):
+    """Rows are (key, cells); unchanged rows are left alone, so refreshes stay cheap."""
+
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+    ]
+
+    def __init__(self, columns: Sequence[str], **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        self._columns = tuple(columns)
+        self._rows: dict[str, tuple[Cell, ...]] = {}
+
+    def on_mount(self) -> None:
+        for name in self._columns:
+            self.add_column(name, key=name)
+
+    def set_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
+        new = {key: tuple(cells) for key, cells in rows}
+        if list(new) != list(self._rows):
+            self._rebuild(new)
+            return
+        for key, cells in new.items():
+            old = self._rows[key]
+            for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
+                if before != after:
+                    self.update_cell(key, column, after)
+        self._rows = new
+
+    def _rebuild(self, new: dict[str, tuple[Cell, ...]]) -> None:
+        current = self.current_key
+        self.clear()
+        for key, cells in new.items():
+            self.add_row(*cells, key=key)
+        self._rows = new
+        if current in new:
+            self.move_cursor(row=list(new).index(current))
+
+    @property
+    def current_key(self) -> str | None:
+        if not self._rows or self.cursor_row < 0 or self.cursor_row >= len(self._rows):
+            return None
+        return list(self._rows)[self.cursor_row]

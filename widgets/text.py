@@ -1,0 +1,32 @@
+"""Small rich-text helpers shared by widgets (bars, sizes, states)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from backends.models import VmState
+
+
+def meter(used: int | None, total: int, width: int = 10) -> Text:
+    """A one-line bar; red past 90 %, grey and '?' when unknown."""
+    if used is None or total <= 0:
+        return Text("?".center(width, "·"), style="dim")
+    fraction = min(1.0, max(0.0, used / total))
+    filled = round(fraction * width)
+    style = "red" if fraction > 0.9 else "yellow" if fraction > 0.75 else "green"
+    return Text("█" * filled, style=style) + Text("░" * (width - filled), style="dim")
+
+
+STATE_STYLE = {
+    VmState.RUNNING: "green",
+    VmState.PAUSED: "yellow",
+    VmState.SHUTOFF: "dim",
+    VmState.CRASHED: "red",
+    VmState.SUSPENDED: "yellow",
+    VmState.MIGRATING: "cyan",
+    VmState.UNKNOWN: "magenta",
+}
+
+
+def vm_state(state: VmState) -> Text:
+    return Text(state.value, style=STATE_STYLE[state])
