@@ -18,7 +18,7 @@ def print_inventory(inv: Inventory, console: Console | None = None) -> None:
     for col in ("host", "site", "state", "CPU model", "threads", "memory", "free", "cells", "VMs"):
         hosts.add_column(col, justify="right" if col in {"threads", "memory", "free", "cells", "VMs"} else "left")
     for h in inv.hosts:
-        state = h.state.value if h.state is HostState.CONNECTED else f"[red]lost[/] {h.error or ''}"
+        state = h.state.value if h.state is HostState.CONNECTED else "[red]lost[/]"
         hosts.add_row(h.name, h.site, state, h.cpu_model or "?", str(h.threads), format_kib(h.memory_kib),
                       format_kib(h.free_kib), str(len(h.numa)), str(len(inv.vms_on(h.name))))
     console.print(hosts)
@@ -28,7 +28,7 @@ def print_inventory(inv: Inventory, console: Console | None = None) -> None:
         cells.add_column(col)
     for h in inv.hosts:
         for c in h.numa:
-            pages = ", ".join(f"{p.total}×{format_kib(p.size_kib)}" for p in c.hugepages) or "-"
+            pages = ", ".join(f"{p.total}×{format_kib(p.size_kib)}" for p in c.hugepages if p.total) or "-"
             dist = " ".join(str(d) for _, d in c.distances) or "?"
             cells.add_row(h.name, str(c.id), format_cpuset(c.cpu_ids), format_kib(c.memory_kib),
                           format_kib(c.free_kib), pages, dist)

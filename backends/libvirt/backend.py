@@ -1,0 +1,137 @@
+"""Real hypervisors through libvirt: one ``HostConnection`` per URI, merged into one inventory.
+
+Hosts are named by the hostname they report, or by their (redacted) URI where two hosts
+report the same hostname, as two daemons on one machine do.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import replace
+
+from backends.base import Backend, Capability, Change
+from backends.errors import BadInput
+from backends.libvirt.events import ensure_event_loop
+from backends.libvirt.host import DomainEvent, HostConnection, HostView
+from backends.libvirt.parse import resolve_owners
+from backends.models import Host, HostState, Inventory, Site, SiteRole
+from backends.uri import redact
+
+SITE = "default"
+FIRST_LOAD_TIMEOUT_S = 20.0
+REFRESH_TIMEOUT_S = 3.0
+
+
+def check_uri(uri: str) -> str:
+    """Refuse what cannot be a libvirt URI before trying to connect to it."""
+    scheme, sep, _ = uri.partition(":")
+    if not sep or not scheme or not scheme.replace("+", "").replace("-", "").isalnum() or not _.startswith("//"):
+        raise BadInput(
+            f"{redact(uri)!r} is not a libvirt URI or a host name from the config file",
+            hint="write it like qemu:///system, qemu+ssh://root@host/system or test:///default",
+        )
+    return uri
+
+
+class LibvirtBackend(Backend):
+    name = "libvirt"
+    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS})
+
+    def __init__(
+        self, uris: tuple[str, ...] | list[str], *, read_only: bool = False, poll_s: float = 5.0,
+        first_load_timeout_s: float = FIRST_LOAD_TIMEOUT_S,
+    ) -> None:
+        super().__init__(read_only=read_only)
+        uris = tuple(check_uri(u) for u in uris)
+        duplicates = [u for u, n in Counter(uris).items() if n > 1]
+        if duplicates:
+            raise BadInput(f"host {redact(duplicates[0])!r} is given twice", hint="give each URI once")
+        ensure_event_loop()  # before any connection opens
+        self._lock = threading.Lock()
+        self._events: list[DomainEvent] = []
+        self.hosts = [
+            HostConnection(u, read_only=read_only, on_change=self._host_changed, on_event=self._events.append,
+                           poll_s=poll_s)
+            for u in uris
+        ]
+        self._inventory = Inventory((), (), (), (), ())
+        for host in self.hosts:
+            host.start()
+        deadline = time.monotonic() + first_load_timeout_s
+        for host in self.hosts:
+            host.first_attempt.wait(max(0.0, deadline - time.monotonic()))
+        self._inventory = self._compose()
+
+    def snapshot(self) -> Inventory:
+        return self._inventory
+
+    def refresh(self, timeout_s: float = REFRESH_TIMEOUT_S) -> Inventory:
+        """Refresh every host at once; a host slower than ``timeout_s`` keeps its last view."""
+        targets = [(h, h.request_refresh()) for h in self.hosts]
+        deadline = time.monotonic() + timeout_s
+        for host, generation in targets:
+            if host.view.state is HostState.CONNECTED:
+                host.wait_generation(generation, max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._inventory = self._compose()
+        return self._inventory
+
+    def host_for(self, name_or_uri: str) -> HostConnection | None:
+        """The connection for a host name as shown, or for its URI."""
+        names = self._names()
+        return next((h for h in self.hosts if name_or_uri in (names[h.uri], h.uri)), None)
+
+    def libvirt_calls(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for host in self.hosts:
+            total.update(host.calls)
+        return total
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.close()
+
+    # -- composing ---------------------------------------------------------------------
+
+    def _host_changed(self, host: HostConnection) -> None:
+        with self._lock:
+            self._inventory = self._compose()
+        self._notify(Change("host", host=self._names()[host.uri]))
+
+    def _names(self) -> dict[str, str]:
+        hostnames = Counter(h.view.hostname for h in self.hosts if h.view.hostname)
+        return {
+            h.uri: h.view.hostname if h.view.hostname and hostnames[h.view.hostname] == 1 else redact(h.uri)
+            for h in self.hosts
+        }
+
+    def _compose(self) -> Inventory:
+        names = self._names()
+        views = [h.view for h in self.hosts]
+        vms = tuple(
+            replace(vm, host=names[v.uri]) for v in views for vm in v.vms
+        )
+        chains = tuple(replace(c, host=names[v.uri]) for v in views for c in v.chains)
+        devices = tuple(replace(d, host=names[v.uri]) for v in views for d in v.devices)
+        return Inventory(
+            sites=(Site(SITE, SiteRole.PRIMARY),),
+            hosts=tuple(_host(v, names[v.uri]) for v in views),
+            vms=vms,
+            devices=resolve_owners(devices, vms),
+            chains=chains,
+            taken_at=time.time(),
+        )
+
+
+def _host(view: HostView, name: str) -> Host:
+    topology = view.topology
+    cells = topology.cells if topology else ()
+    if view.free_kib and len(view.free_kib) == len(cells):
+        cells = tuple(replace(c, free_kib=f) for c, f in zip(cells, view.free_kib, strict=True))
+    return Host(
+        name=name, uri=redact(view.uri), site=SITE, cpu_model=topology.cpu_model if topology else None,
+        threads=view.threads, memory_kib=view.memory_kib or 0, state=view.state, numa=cells,
+        hostname=view.hostname, hypervisor=view.hypervisor, error=view.error,
+    )

@@ -1,0 +1,346 @@
+"""One libvirt host: its own thread, connection, event subscriptions and cached inventory.
+
+Each host refreshes in its own thread, so a slow or dead host never delays the others.
+A refresh costs a constant number of calls whatever the number of domains: one
+``getAllDomainStats`` and one ``getCellsFreeMemory``; domain XML is re-read only for
+domains an event (or a state change seen in the stats) marked dirty. A dropped connection
+marks the host lost and reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import libvirt
+
+from backends.libvirt.parse import DomainFacts, HostTopology, parse_capabilities, parse_domain, parse_nodedev
+from backends.models import DiskChain, HostState, PciDevice, Vm, VmState
+from backends.uri import redact
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: VmState.UNKNOWN,
+    libvirt.VIR_DOMAIN_RUNNING: VmState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: VmState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: VmState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: VmState.RUNNING,
+    libvirt.VIR_DOMAIN_SHUTOFF: VmState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: VmState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: VmState.SUSPENDED,
+}
+_STATS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+_DOMAIN_EVENTS = (
+    "LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "JOB_COMPLETED", "MIGRATION_ITERATION", "BLOCK_JOB_2",
+)
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """What one host contributes to the inventory; VMs and chains carry the URI as host."""
+
+    uri: str
+    state: HostState
+    hostname: str | None = None
+    hypervisor: str | None = None
+    topology: HostTopology | None = None
+    free_kib: tuple[int | None, ...] = ()
+    memory_kib: int | None = None
+    threads: int = 0
+    vms: tuple[Vm, ...] = ()
+    chains: tuple[DiskChain, ...] = ()
+    devices: tuple[PciDevice, ...] = ()
+    error: str | None = None
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """A libvirt event about one domain, passed on for jobs that wait for one."""
+
+    uri: str
+    kind: str  # one of _DOMAIN_EVENTS, lower case
+    domain: str
+    args: tuple[Any, ...]
+
+
+class HostConnection:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        read_only: bool,
+        on_change: Callable[[HostConnection], None],
+        on_event: Callable[[DomainEvent], None] = lambda _e: None,
+        poll_s: float = 5.0,
+    ) -> None:
+        self.uri = uri
+        self.read_only = read_only
+        self.poll_s = poll_s
+        self.calls: Counter[str] = Counter()  # libvirt calls made, by name
+        # virNodeGetCellsFreeMemory returns bytes, but libvirt's test driver returns KiB.
+        self._free_unit = 1 if uri.startswith("test:") else 1024
+        self.view = HostView(uri, HostState.LOST, error="connecting")
+        self.first_attempt = threading.Event()
+        self._on_change = on_change
+        self._on_event = on_event
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._fresh = threading.Condition()
+        self._facts: dict[str, DomainFacts] = {}
+        self._last_state: dict[str, VmState] = {}
+        self._dirty: set[str] = set()
+        self._devices: tuple[PciDevice, ...] | None = None
+        self._volumes: dict[str, tuple[int, int]] | None = None  # path → (capacity, allocation)
+        self._thread = threading.Thread(target=self._run, name=f"host {redact(uri)}", daemon=True)
+
+    # -- driving the thread ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_refresh(self) -> int:
+        """Ask for a refresh now; returns the generation that will answer it."""
+        target = self.view.generation + 1
+        self._wake.set()
+        return target
+
+    def wait_generation(self, generation: int, timeout: float) -> bool:
+        with self._fresh:
+            return self._fresh.wait_for(
+                lambda: self.view.generation >= generation or self.view.state is HostState.LOST, timeout
+            )
+
+    @property
+    def connection(self) -> Any:
+        """The open virConnect (for operations), or None while the host is lost."""
+        return self._conn
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self._drop()
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            if self._conn is None:
+                try:
+                    self._connect()
+                    backoff = 1.0
+                except libvirt.libvirtError as exc:
+                    self._lost(exc)
+                    self.first_attempt.set()
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    continue
+            try:
+                self._refresh()
+            except libvirt.libvirtError as exc:
+                if not self._alive():
+                    self._lost(exc)
+                    continue
+                self._publish(replace(self.view, error=_message(exc), generation=self.view.generation + 1))
+            self.first_attempt.set()
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    # -- connection --------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._count("open")
+        conn = libvirt.openReadOnly(self.uri) if self.read_only else libvirt.open(self.uri)
+        with self._lock:
+            self._conn = conn
+            self._facts.clear()
+            self._devices = None
+            self._volumes = None
+        self._subscribe(conn)
+        # Local and test drivers have no keepalive; they cannot drop silently either.
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.setKeepAlive(5, 3)
+
+    def _subscribe(self, conn: Any) -> None:
+        for name in _DOMAIN_EVENTS:
+            event_id = getattr(libvirt, f"VIR_DOMAIN_EVENT_ID_{name}", None)
+            if event_id is None:
+                continue
+            # A driver lacking this event is fine: polling still sees the change.
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventRegisterAny(None, event_id, self._domain_event(name.lower()), None)
+        for register, event_id, target in (
+            ("nodeDeviceEventRegisterAny", "VIR_NODE_DEVICE_EVENT_ID_LIFECYCLE", "_devices"),
+            ("storagePoolEventRegisterAny", "VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE", "_volumes"),
+        ):
+            with contextlib.suppress(libvirt.libvirtError, AttributeError):
+                getattr(conn, register)(None, getattr(libvirt, event_id), self._invalidate(target), None)
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.registerCloseCallback(lambda _c, reason, _o: self._closed(reason), None)
+
+    def _domain_event(self, kind: str) -> Callable[..., None]:
+        def callback(_conn: Any, dom: Any, *args: Any) -> None:
+            self._dirty.add(dom.UUIDString())
+            self._on_event(DomainEvent(self.uri, kind, dom.name(), args[:-1]))
+            self._wake.set()
+
+        return callback
+
+    def _invalidate(self, attribute: str) -> Callable[..., None]:
+        def callback(*_args: Any) -> None:
+            setattr(self, attribute, None)
+            self._wake.set()
+
+        return callback
+
+    def _closed(self, reason: int) -> None:
+        if reason != libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT:
+            self._wake.set()  # the loop notices the dead connection and marks the host lost
+
+    def _alive(self) -> bool:
+        try:
+            return bool(self._conn is not None and self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def _drop(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+    def _lost(self, exc: libvirt.libvirtError) -> None:
+        self._drop()
+        stale = tuple(replace(vm, state=VmState.UNKNOWN, cpu_time_ns=None) for vm in self.view.vms)
+        self._publish(replace(self.view, state=HostState.LOST, error=_message(exc), vms=stale,
+                              free_kib=tuple(None for _ in self.view.free_kib),
+                              generation=self.view.generation + 1))
+
+    # -- refreshing --------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        conn = self._conn
+        view = self.view
+        if view.topology is None or view.state is HostState.LOST:
+            view = self._describe_host(conn)
+        free: tuple[int | None, ...] = ()
+        if view.topology and view.topology.cells:
+            self._count("getCellsFreeMemory")
+            ids = [c.id for c in view.topology.cells]
+            raw = conn.getCellsFreeMemory(min(ids), max(ids) - min(ids) + 1)
+            free = tuple(raw[c - min(ids)] // self._free_unit for c in ids)
+        vms, chains = self._domains(conn)
+        if self._devices is None:
+            self._devices = self._node_devices(conn)
+        if self._volumes is None:
+            self._volumes = self._storage_volumes(conn)
+        chains = tuple(self._sized(c) for c in chains)
+        self._publish(replace(
+            view, state=HostState.CONNECTED, error=None, free_kib=free, vms=vms, chains=chains,
+            devices=self._devices, generation=view.generation + 1,
+        ))
+
+    def _describe_host(self, conn: Any) -> HostView:
+        """Facts that do not change while connected: read once per connection."""
+        self._count("getCapabilities")
+        topology = parse_capabilities(conn.getCapabilities())
+        self._count("getInfo")
+        info = conn.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
+        self._count("getHostname")
+        hostname = conn.getHostname()
+        hypervisor = None
+        try:
+            self._count("getVersion")
+            version = conn.getVersion()
+            hypervisor = f"{conn.getType()} {version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+        except libvirt.libvirtError:
+            pass
+        return replace(
+            self.view, hostname=hostname, hypervisor=hypervisor, topology=topology,
+            memory_kib=topology.memory_kib or int(info[1]) * 1024, threads=topology.threads or int(info[2]),
+        )
+
+    def _domains(self, conn: Any) -> tuple[tuple[Vm, ...], tuple[DiskChain, ...]]:
+        self._count("getAllDomainStats")
+        stats = conn.getAllDomainStats(_STATS, 0)
+        dirty, self._dirty = self._dirty, set()
+        vms: list[Vm] = []
+        chains: list[DiskChain] = []
+        seen: set[str] = set()
+        for dom, record in stats:
+            uuid = dom.UUIDString()
+            seen.add(uuid)
+            state = _STATES.get(record.get("state.state", 0), VmState.UNKNOWN)
+            facts = self._facts.get(uuid)
+            if facts is None or uuid in dirty or self._last_state.get(uuid) is not state:
+                self._count("XMLDesc")
+                facts = parse_domain(dom.XMLDesc(0), self.uri)
+                self._facts[uuid] = facts
+            self._last_state[uuid] = state
+            balloon = record.get("balloon.current")
+            vms.append(replace(
+                facts.vm, state=state, cpu_time_ns=record.get("cpu.time"),
+                memory_kib=int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib,
+            ))
+            chains.extend(facts.chains)
+        for gone in set(self._facts) - seen:
+            del self._facts[gone]
+            self._last_state.pop(gone, None)
+        return tuple(vms), tuple(chains)
+
+    def _node_devices(self, conn: Any) -> tuple[PciDevice, ...]:
+        self._count("listAllDevices")
+        out = []
+        for dev in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
+            self._count("nodeDevice.XMLDesc")
+            parsed = parse_nodedev(dev.XMLDesc(0), self.uri)
+            if parsed is not None:
+                out.append(parsed)
+        return tuple(out)
+
+    def _storage_volumes(self, conn: Any) -> dict[str, tuple[int, int]]:
+        sizes: dict[str, tuple[int, int]] = {}
+        self._count("listAllStoragePools")
+        for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+            try:
+                self._count("listAllVolumes")
+                for vol in pool.listAllVolumes(0):
+                    self._count("volume.info")
+                    _, capacity, allocation = vol.info()
+                    sizes[vol.path()] = (capacity, allocation)
+            except libvirt.libvirtError:
+                continue  # a pool that vanished or cannot list: its layers stay unsized
+        return sizes
+
+    def _sized(self, chain: DiskChain) -> DiskChain:
+        if not self._volumes:
+            return chain
+        layers = tuple(
+            replace(layer, virtual_bytes=self._volumes[layer.path][0], allocated_bytes=self._volumes[layer.path][1])
+            if layer.path in self._volumes and layer.virtual_bytes is None else layer
+            for layer in chain.layers
+        )
+        return replace(chain, layers=layers)
+
+    def _publish(self, view: HostView) -> None:
+        changed = view.state != self.view.state or view.vms != self.view.vms or view.free_kib != self.view.free_kib \
+            or view.devices != self.view.devices or view.chains != self.view.chains or view.error != self.view.error
+        with self._fresh:
+            self.view = view
+            self._fresh.notify_all()
+        if changed:
+            self._on_change(self)
+
+    def _count(self, call: str) -> None:
+        self.calls[call] += 1
+
+
+def _message(exc: libvirt.libvirtError) -> str:
+    return redact(str(exc.get_error_message() or exc))
