@@ -33,7 +33,8 @@ class VmState(StrEnum):
 
 class OwnerKind(StrEnum):
     HOST = "host"  # bound to the host's own driver stack
-    VFIO = "vfio"  # detached from the host, bound to vfio-pci or unbound, owned by no VM
+    VFIO = "vfio"  # detached from the host, bound to vfio-pci, owned by no VM
+    UNBOUND = "unbound"  # no driver at all
     VM = "vm"  # assigned to a guest
 
 
@@ -137,8 +138,10 @@ class Vm:
     max_memory_kib: int | None = None
     vnuma: tuple[VNumaCell, ...] = ()
     pinning: tuple[VcpuPin, ...] = ()
-    # Host-wide memory placement from <numatune><memory nodeset=…>; empty when unset.
+    # Host-wide memory placement from <numatune><memory nodeset=… mode=…>; empty when unset.
     memory_nodeset: tuple[int, ...] = ()
+    memory_mode: str | None = None  # strict, interleave, preferred, restrictive
+    hugepages: bool = False  # guest memory backed by hugepages
     devices: tuple[str, ...] = ()  # PCI addresses of direct-assigned host devices
     disks: tuple[str, ...] = ()  # disk targets (vda, sdb, …)
     cpu_time_ns: int | None = None
@@ -195,6 +198,7 @@ class PciDevice:
     physfn: str | None = None  # set on an SR-IOV virtual function
     vfs: tuple[str, ...] = ()  # set on an SR-IOV physical function
     name: str | None = None  # backend name, e.g. libvirt's pci_0000_3b_00_0
+    numa_node: int | None = None  # the host cell the device is attached to
 
     @property
     def is_vf(self) -> bool:
@@ -204,7 +208,7 @@ class PciDevice:
 @dataclass(frozen=True, slots=True)
 class DiskLayer:
     path: str
-    format: str
+    format: str | None  # qcow2, raw, …; None when the host does not say
     virtual_bytes: int | None = None
     allocated_bytes: int | None = None
 

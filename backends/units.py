@@ -39,20 +39,23 @@ def format_bytes(count: int | None) -> str:
     return "?" if count is None else format_kib(count // 1024) if count >= 1024 else f"{count}B"
 
 
-def parse_cpuset(text: str) -> tuple[int, ...]:
-    """libvirt cpuset syntax ('0-3,^2,8') → sorted CPU ids; ValueError when malformed."""
+def parse_cpuset(text: str, *, strict: bool = True) -> tuple[int, ...]:
+    """libvirt cpuset syntax ('0-3,^2,8') → sorted CPU ids.
+
+    Strict (typed input): ValueError on a malformed part. Lenient (XML from a host): skip it.
+    """
     include: set[int] = set()
     exclude: set[int] = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
         target = exclude if part.startswith("^") else include
-        part = part.lstrip("^")
+        part = part.lstrip("^").strip()
         first, _, last = part.partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
-            raise ValueError(f"bad CPU list {text!r}")
-        lo, hi = int(first), int(last or first)
-        if hi < lo:
-            raise ValueError(f"bad CPU range {part!r} in {text!r}")
-        target.update(range(lo, hi + 1))
+        first, last = first.strip(), last.strip()
+        if not first.isdigit() or (last and not last.isdigit()) or int(last or first) < int(first or 0):
+            if strict:
+                raise ValueError(f"bad CPU list {text!r}: {part!r}")
+            continue
+        target.update(range(int(first), int(last or first) + 1))
     return tuple(sorted(include - exclude))
 
 

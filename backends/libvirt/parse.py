@@ -27,6 +27,7 @@ from backends.models import (
     VmState,
     VNumaCell,
 )
+from backends.units import parse_cpuset
 
 # Multipliers to bytes for libvirt's scaled-integer units (docs: formatdomain "memory").
 _UNIT_BYTES: dict[str, int] = {"b": 1, "bytes": 1} | {
@@ -106,23 +107,9 @@ def _el_kib(el: ET.Element | None) -> int | None:
     return None if el is None else _kib(el.text, el.get("unit"))
 
 
-def parse_cpuset(spec: str | None) -> tuple[int, ...]:
-    """Expand a libvirt cpuset/nodeset such as ``"0-3,^2,8"`` to sorted ids; bad parts skipped."""
-    if not spec:
-        return ()
-    chosen: set[int] = set()
-    excluded: set[int] = set()
-    for raw in spec.split(","):
-        part = raw.strip()
-        target = chosen
-        if part.startswith("^"):
-            target, part = excluded, part[1:].strip()
-        lo, sep, hi = part.partition("-")
-        first, last = _int(lo), _int(hi) if sep else _int(lo)
-        if first is None or last is None or first < 0 or last < first:
-            continue
-        target.update(range(first, last + 1))
-    return tuple(sorted(chosen - excluded))
+def _cpus(spec: str | None) -> tuple[int, ...]:
+    """A cpuset/nodeset from a host's XML; malformed parts are skipped, not fatal."""
+    return parse_cpuset(spec or "", strict=False)
 
 
 def pci_address(el: ET.Element | None) -> str | None:
@@ -164,7 +151,7 @@ def _cell(el: ET.Element) -> NumaCell:
             id=cpu_id,
             socket=_int(c.get("socket_id")),
             core=_int(c.get("core_id")),
-            siblings=parse_cpuset(c.get("siblings")),
+            siblings=_cpus(c.get("siblings")),
         )
         for c in el.findall("cpus/cpu")
         if (cpu_id := _int(c.get("id"))) is not None
@@ -202,9 +189,9 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
     max_kib = _el_kib(root.find("memory"))
     current_kib = _el_kib(root.find("currentMemory"))
     mem = root.find("numatune/memory")
-    memory_nodeset = parse_cpuset(mem.get("nodeset")) if mem is not None else ()
+    memory_nodeset = _cpus(mem.get("nodeset")) if mem is not None else ()
     memnodes = {
-        cellid: parse_cpuset(node.get("nodeset"))
+        cellid: _cpus(node.get("nodeset"))
         for node in root.findall("numatune/memnode")
         if (cellid := _int(node.get("cellid"))) is not None
     }
@@ -237,6 +224,8 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
         memory_nodeset=memory_nodeset,
         devices=devices,
         disks=tuple(disks),
+        memory_mode=mem.get("mode", "strict") if mem is not None else None,
+        hugepages=root.find("memoryBacking/hugepages") is not None,
     )
     return DomainFacts(vm=vm, chains=tuple(chains))
 
@@ -248,7 +237,7 @@ def _vcell(el: ET.Element, index: int, memnodes: dict[int, tuple[int, ...]], fal
     memory = _kib(el.get("memory"), el.get("unit")) or 0
     nodes = memnodes.get(cell_id, fallback)
     backing = tuple(CellShare(cell=n, memory_kib=memory if len(nodes) == 1 else None) for n in nodes)
-    return VNumaCell(id=cell_id, vcpus=parse_cpuset(el.get("cpus")), memory_kib=memory, backing=backing)
+    return VNumaCell(id=cell_id, vcpus=_cpus(el.get("cpus")), memory_kib=memory, backing=backing)
 
 
 def _pinning(root: ET.Element, vcpus: int, vcpu_el: ET.Element | None) -> tuple[VcpuPin, ...]:
@@ -257,8 +246,8 @@ def _pinning(root: ET.Element, vcpus: int, vcpu_el: ET.Element | None) -> tuple[
     for pin in root.findall("cputune/vcpupin"):
         vcpu = _int(pin.get("vcpu"))
         if vcpu is not None:
-            pins[vcpu] = parse_cpuset(pin.get("cpuset"))
-    default = parse_cpuset(vcpu_el.get("cpuset")) if vcpu_el is not None else ()
+            pins[vcpu] = _cpus(pin.get("cpuset"))
+    default = _cpus(vcpu_el.get("cpuset")) if vcpu_el is not None else ()
     if default:
         for vcpu in range(vcpus):
             pins.setdefault(vcpu, default)
@@ -285,7 +274,7 @@ def _assigned_pci(devices: ET.Element) -> tuple[str, ...]:
 def _layers(disk: ET.Element) -> tuple[DiskLayer, ...]:
     """A disk's image chain, base first; the XML nests it top first through ``<backingStore>``."""
     driver = disk.find("driver")
-    fmt = (driver.get("type") if driver is not None else None) or "unknown"
+    fmt = driver.get("type") if driver is not None else None
     layers: list[DiskLayer] = []
     node: ET.Element | None = disk
     while node is not None:
@@ -296,7 +285,7 @@ def _layers(disk: ET.Element) -> tuple[DiskLayer, ...]:
         node = node.find("backingStore")
         if node is not None:
             format_el = node.find("format")
-            fmt = (format_el.get("type") if format_el is not None else None) or "unknown"
+            fmt = format_el.get("type") if format_el is not None else None
     return tuple(reversed(layers))
 
 
@@ -337,7 +326,8 @@ def parse_nodedev(xml: str, host: str) -> PciDevice | None:
             physfn = pci_address(sub.find("address"))
         elif sub.get("type") == "virt_functions":
             vfs = tuple(a for el in sub.findall("address") if (a := pci_address(el)) is not None)
-    kind = OwnerKind.HOST if driver and driver != "vfio-pci" else OwnerKind.VFIO
+    kind = OwnerKind.UNBOUND if not driver else OwnerKind.VFIO if driver == "vfio-pci" else OwnerKind.HOST
+    numa = root.find("capability/numa")
     return PciDevice(
         address=f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}",
         host=host,
@@ -350,6 +340,7 @@ def parse_nodedev(xml: str, host: str) -> PciDevice | None:
         physfn=physfn,
         vfs=vfs,
         name=_text(root.find("name")),
+        numa_node=_int(numa.get("node")) if numa is not None else None,
     )
 
 
