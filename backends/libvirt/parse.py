@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from backends.analysis import claims
 from backends.models import (
     CellShare,
     Cpu,
@@ -349,18 +350,6 @@ def _id_name(el: ET.Element | None) -> str | None:
     if el is None:
         return None
     return _text(el) or el.get("id")
-
-
-def claims(devices: Iterable[PciDevice], vms: Iterable[Vm]) -> dict[tuple[str, str], list[str]]:
-    """Which VMs (in order) list each known device, keyed by (host, address)."""
-    known = {(d.host, d.address) for d in devices}
-    out: dict[tuple[str, str], list[str]] = {}
-    for vm in vms:
-        for address in vm.devices:
-            key = (vm.host, address)
-            if key in known and vm.name not in out.setdefault(key, []):
-                out[key].append(vm.name)
-    return out
 
 
 def resolve_owners(devices: Iterable[PciDevice], vms: Iterable[Vm]) -> tuple[PciDevice, ...]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from backends.analysis import claims
 from backends.libvirt.parse import (
-    claims,
     parse_capabilities,
     parse_domain,
     parse_nodedev,
