@@ -9,14 +9,15 @@ them off any UI loop.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from backends.errors import ReadOnly, Unsupported
-from backends.models import Inventory, Job, JobEvent, JobKind, JobResult
+from backends.errors import BadInput, NotFound, ReadOnly, Unsupported
+from backends.models import Inventory, Job, JobEvent, JobKind, JobResult, Vm
 from backends.requests import Request
 
 
@@ -62,7 +63,27 @@ class Change:
 
 
 Emit = Callable[[JobEvent], None]
+_job_numbers = itertools.count(1)
+
+
+def new_job(kind: JobKind, targets: tuple[str, ...], phases: tuple[str, ...], description: str) -> Job:
+    """A job with a process-unique id such as ``migrate-3``."""
+    return Job(f"{kind.value}-{next(_job_numbers)}", kind, targets, phases, description)
 Watcher = Callable[[Change], None]
+
+
+def find_vm(inv: Inventory, name: str, host: str | None = None) -> Vm:
+    """The VM called ``name`` (on ``host`` if given); names may repeat across hosts."""
+    found = [v for v in inv.vms if v.name == name and (host is None or v.host == host)]
+    if not found:
+        where = f" on {host}" if host else ""
+        raise NotFound(f"no VM called {name!r}{where}", hint="see `hvc inventory` for the VMs")
+    if len(found) > 1:
+        active = [v for v in found if v.active]
+        if len(active) == 1:
+            return active[0]
+        raise BadInput(f"{name!r} exists on {', '.join(v.host for v in found)}", hint="say which host")
+    return found[0]
 
 
 class Operation(ABC):

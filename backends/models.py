@@ -352,3 +352,26 @@ class JobResult:
 
 
 JobEvent = Progress | PhaseChanged | JobResult
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    """One NUMA node of the machine hvc runs on, as the kernel reports it."""
+
+    id: int
+    cpus: tuple[int, ...]
+    memory_kib: int | None
+    free_kib: int | None
+    cpu_percent: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalStats:
+    """The machine hvc runs on, seen by psutil and sysfs rather than libvirt."""
+
+    hostname: str
+    cpu_percent: float
+    cpus: int
+    memory_kib: int
+    available_kib: int
+    nodes: tuple[LocalNode, ...] = ()

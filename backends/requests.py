@@ -52,6 +52,7 @@ class RebalanceRequest:
 class LifecycleRequest:
     vm: str
     action: LifecycleAction
+    host: str | None = None  # disambiguates a VM name present on several hosts
     kind = JobKind.LIFECYCLE
 
 

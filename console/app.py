@@ -1,21 +1,25 @@
-"""The Textual app: routes messages between the backend poller and the views."""
+"""The Textual app: routes snapshots to the current view, and actions to the backend."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from textual import on, work
-from textual.app import App, ComposeResult
-from textual.binding import Binding
-from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.app import App
 
 from backends.base import Backend, Change
 from backends.errors import HvcError
-from backends.models import Inventory
-from console.messages import BackendFailed, InventoryUpdated
-from widgets.host_list import HostList
-from widgets.vm_table import VmTable
+from backends.models import Inventory, Job, JobEvent, JobResult, Outcome, Vm
+from backends.requests import LifecycleAction, LifecycleRequest
+from console.actions import IDS, bindings
+from console.jobs import JobRunner
+from console.messages import BackendFailed, InventoryUpdated, JobFinished
+from console.palette import ActionCommands
+from console.screens.base import InventoryScreen
+from console.screens.devices import DevicesScreen
+from console.screens.dialogs import ConfirmScreen, HelpScreen
+from console.screens.fleet import FleetScreen
+from console.screens.host import HostScreen
+from console.screens.replication import ReplicationScreen
+from console.screens.vms import VmsScreen
 
 REFRESH_S = 2.0
 
@@ -23,42 +27,44 @@ REFRESH_S = 2.0
 class HvcApp(App[None]):
     CSS_PATH = "console.tcss"
     TITLE = "hvc"
-    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
-        ("q", "quit", "Quit"),
-        ("r", "refresh", "Refresh"),
-        ("tab", "focus_next", "Next pane"),
-    ]
+    MODES = {  # noqa: RUF012 - Textual reads these as class attributes
+        "fleet": FleetScreen,
+        "vms": VmsScreen,
+        "devices": DevicesScreen,
+        "replication": ReplicationScreen,
+    }
+    DEFAULT_MODE = "fleet"
+    BINDINGS = bindings("app")
+    COMMANDS = {ActionCommands}  # noqa: RUF012
+    COMMAND_PALETTE_BINDING = "ctrl+p"
 
-    def __init__(self, backend: Backend, *, refresh_s: float = REFRESH_S) -> None:
+    def __init__(self, backend: Backend, *, refresh_s: float = REFRESH_S, keymap: dict[str, str] | None = None) -> None:
         super().__init__()
         self.backend = backend
         self.refresh_s = refresh_s
-        self.inventory: Inventory | None = None
-        self.selected_host: str | None = None
-
-    def compose(self) -> ComposeResult:
-        yield Header()
-        with Vertical(id="body"):
-            with Vertical(id="hosts-pane") as hosts:
-                hosts.border_title = "Hosts"
-                yield HostList(id="hosts")
-            with Vertical(id="vms-pane") as vms:
-                vms.border_title = "VMs"
-                yield VmTable(id="vms")
-        yield Static("connecting…", id="status")
-        yield Footer()
+        self.inventory: Inventory | None = backend.snapshot()
+        self.jobs = JobRunner()
+        self.jobs.listen(self._job_event)
+        self.keymap = {k: v for k, v in (keymap or {}).items() if k in IDS}
+        self.unknown_keys = sorted(set(keymap or {}) - IDS)
 
     def on_mount(self) -> None:
-        self.sub_title = f"{self.backend.name}{' · read-only' if self.backend.read_only else ''}"
+        self.sub_title = self.backend.name + (" · read-only" if self.backend.read_only else "")
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        if self.unknown_keys:
+            self.notify(f"[keys] in the config names unknown actions: {', '.join(self.unknown_keys)}; "
+                        "they are ignored", severity="warning", timeout=8)
         self._unwatch = self.backend.watch(self._on_change)
-        self.show(self.backend.snapshot())
         self.poll()
 
     def on_unmount(self) -> None:
         self._unwatch()
 
-    def _on_change(self, change: Change) -> None:
-        # Called from backend threads; post_message is the thread-safe way in.
+    # -- keeping the inventory fresh ---------------------------------------------------
+
+    def _on_change(self, _change: Change) -> None:
+        """Called from backend threads; post_message is the thread-safe way in."""
         self.post_message(InventoryUpdated(self.backend.snapshot()))
 
     @work(thread=True, exclusive=True, group="poll")
@@ -71,39 +77,92 @@ class HvcApp(App[None]):
         finally:
             self.call_from_thread(self.set_timer, self.refresh_s, self.poll)
 
-    def action_refresh(self) -> None:
-        self.poll()
-
     @on(InventoryUpdated)
     def _updated(self, message: InventoryUpdated) -> None:
-        self.show(message.inventory)
+        self.inventory = message.inventory
+        if isinstance(self.screen, InventoryScreen):
+            self.screen.show(message.inventory)
 
     @on(BackendFailed)
     def _failed(self, message: BackendFailed) -> None:
-        status = self.query_one("#status", Static)
-        status.update(f"refresh failed: {message.error}")
-        status.add_class("-error")
+        if isinstance(self.screen, InventoryScreen):
+            self.screen.set_status(f"refresh failed: {message.error}", error=True)
 
-    @on(DataTable.RowHighlighted, "#hosts")
-    def _host_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.selected_host = event.row_key.value
-        if self.inventory:
-            self._show_vms(self.inventory)
+    # -- navigation --------------------------------------------------------------------
 
-    def show(self, inv: Inventory) -> None:
-        self.inventory = inv
-        self.query_one(HostList).show(inv)
-        self._show_vms(inv)
-        lost = sum(1 for h in inv.hosts if h.state.value == "lost")
-        status = self.query_one("#status", Static)
-        status.remove_class("-error")
-        status.update(
-            f"{len(inv.hosts)} hosts · {len(inv.vms)} VMs · {len(inv.devices)} devices"
-            + (f" · {lost} lost" if lost else "")
-        )
+    def action_fleet(self) -> None:
+        self.switch_mode("fleet")
 
-    def _show_vms(self, inv: Inventory) -> None:
-        vms = inv.vms_on(self.selected_host) if self.selected_host else inv.vms
-        pane = self.query_one("#vms-pane")
-        pane.border_title = f"VMs on {self.selected_host}" if self.selected_host else "VMs"
-        self.query_one(VmTable).show(vms)
+    def action_vms(self) -> None:
+        self.switch_mode("vms")
+
+    def action_devices(self) -> None:
+        self.switch_mode("devices")
+
+    def action_replication(self) -> None:
+        self.switch_mode("replication")
+
+    def action_refresh(self) -> None:
+        self.poll()
+
+    def action_command(self) -> None:
+        self.action_command_palette()
+
+    def action_filter(self) -> None:
+        if isinstance(self.screen, InventoryScreen):
+            self.screen.action_filter()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(getattr(self.screen, "SCOPE", "app"), self.keymap))
+
+    def open_host(self, host: str) -> None:
+        self.push_screen(HostScreen(host))
+
+    # -- operations --------------------------------------------------------------------
+
+    def lifecycle(self, vm: Vm, action: LifecycleAction) -> None:
+        """Check, confirm if destructive, then run as a job; refusals reach the status line."""
+        try:
+            op = self.backend.prepare(LifecycleRequest(vm.name, action, host=vm.host))
+        except HvcError as exc:
+            self._status(exc.one_line(), error=True)
+            return
+        if not action.destructive:
+            self._start(op)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._start(op)
+            else:
+                self._status(f"{action.value} {vm.name}: not done")
+
+        self.push_screen(ConfirmScreen(f"{action.value.capitalize()} {vm.name} on {vm.host}?",
+                                       "The guest stops serving while this runs."), answered)
+
+    def _start(self, op: object) -> None:
+        try:
+            record = self.jobs.start(op)  # type: ignore[arg-type]
+        except HvcError as exc:
+            self._status(exc.one_line(), error=True)
+            return
+        self._status(f"{record.job.id}: {record.job.description}…")
+
+    def _job_event(self, job: Job, event: JobEvent) -> None:
+        if isinstance(event, JobResult):
+            self.post_message(JobFinished(job, event))
+
+    @on(JobFinished)
+    def _job_finished(self, message: JobFinished) -> None:
+        result, job = message.result, message.job
+        if result.outcome is Outcome.SUCCEEDED:
+            self._status(f"{job.id}: {job.description} — done in {result.duration_s:.1f}s")
+        else:
+            self._status(f"{job.id}: {job.description} — {result.outcome.value}: {result.reason}", error=True)
+        self.poll()
+
+    def _status(self, text: str, error: bool = False) -> None:
+        if isinstance(self.screen, InventoryScreen):
+            self.screen.set_status(text, error)
+        if error:
+            self.notify(text, severity="error", timeout=6)

@@ -43,15 +43,19 @@ def _merged(ctx: click.Context, **local: Any) -> dict[str, Any]:
     return merged
 
 
-def _open(opts: dict[str, Any]) -> Any:
+def _open(opts: dict[str, Any], *, live: bool = False) -> Any:
+    """The backend the options pick; ``live`` runs a simulator on wall-clock time (the console)."""
     from backends.open import open_backend
+    from backends.sim.clock import ScaledClock
     from console.config import load_config
 
     config = load_config()
+    opts["keys"] = config.keys
     return open_backend(
         config.resolve(tuple(opts.get("connect", ()))),
         fleet=opts.get("fleet"), scale=opts.get("scale"), demo=bool(opts.get("demo")),
         read_only=bool(opts.get("read_only")) or config.read_only,
+        clock=ScaledClock() if live else None,
     )
 
 
@@ -144,8 +148,9 @@ def _print_inventory(backend: Any, as_json: bool) -> None:
 
 
 def _console(opts: dict[str, Any]) -> None:
-    backend = _open(opts)
-    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    backend = _open(opts, live=interactive)
+    if not interactive:
         click.echo("hvc: no terminal attached; printing the inventory instead of the console", err=True)
         try:
             _print_inventory(backend, as_json=False)
@@ -155,7 +160,7 @@ def _console(opts: dict[str, Any]) -> None:
     from console.app import HvcApp
 
     try:
-        HvcApp(backend).run()
+        HvcApp(backend, keymap=opts.get("keys")).run()
     finally:
         backend.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from backends.models import Inventory
+from backends.models import Inventory, Job, JobResult
 
 
 class InventoryUpdated(Message):
@@ -24,3 +24,12 @@ class BackendFailed(Message):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
+
+
+class JobFinished(Message):
+    """A job ended; never coalesced, never dropped."""
+
+    def __init__(self, job: Job, result: JobResult) -> None:
+        super().__init__()
+        self.job = job
+        self.result = result

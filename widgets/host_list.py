@@ -1,10 +1,12 @@
-"""The list of hosts with their state, CPU, memory use and VM count."""
+"""The fleet's hosts, grouped by site: state, CPU and memory use, VM count, alerts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.text import Text
 
-from backends.models import HostState, Inventory
+from backends.models import HostState, Inventory, SiteRole
 from backends.units import format_kib as kib
 from widgets.keyed_table import Cell, KeyedTable
 from widgets.text import meter
@@ -12,23 +14,40 @@ from widgets.text import meter
 
 class HostList(KeyedTable):
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(("host", "site", "state", "cells", "threads", "memory used", "VMs"), **kwargs)
+        super().__init__(("host", "site", "state", "vCPUs", "memory", "cells", "VMs", "alerts"), **kwargs)
 
-    def show(self, inv: Inventory) -> None:
-        counts: dict[str, int] = {}
+    def show(self, inv: Inventory, alert_counts: Mapping[str, tuple[int, int]] | None = None) -> None:
+        """``alert_counts``: host → (errors, warnings)."""
+        counts = alert_counts or {}
+        vcpus: dict[str, int] = {}
+        running: dict[str, int] = {}
+        total: dict[str, int] = {}
         for vm in inv.vms:
-            counts[vm.host] = counts.get(vm.host, 0) + 1
+            total[vm.host] = total.get(vm.host, 0) + 1
+            if vm.active:
+                vcpus[vm.host] = vcpus.get(vm.host, 0) + vm.vcpus
+                running[vm.host] = running.get(vm.host, 0) + 1
+        order = {s.name: (s.role is not SiteRole.PRIMARY, i) for i, s in enumerate(inv.sites)}
         rows: list[tuple[str, list[Cell]]] = []
-        for h in inv.hosts:
+        for h in sorted(inv.hosts, key=lambda h: order.get(h.site, (True, 99))):
             lost = h.state is HostState.LOST
             used = None if h.free_kib is None else h.memory_kib - h.free_kib
+            errors, warnings = counts.get(h.name, (0, 0))
+            cpu = vcpus.get(h.name, 0)
             rows.append((h.name, [
                 Text(h.name, style="bold"),
                 h.site,
                 Text(h.state.value, style="red" if lost else "green"),
-                str(len(h.numa)) if h.numa else "?",
-                str(h.threads),
+                Text(f"{cpu}/{h.threads}", style="yellow" if h.threads and cpu > h.threads else ""),
                 meter(used, h.memory_kib) + Text(f" {kib(used)}/{kib(h.memory_kib)}"),
-                str(counts.get(h.name, 0)),
+                str(len(h.numa)) if h.numa else Text("?", style="dim"),
+                f"{running.get(h.name, 0)}/{total.get(h.name, 0)}",
+                _alerts(errors, warnings),
             ]))
         self.set_rows(rows)
+
+
+def _alerts(errors: int, warnings: int) -> Text:
+    if not errors and not warnings:
+        return Text("ok", style="green")
+    return Text.assemble((f"{errors}✖ " if errors else "", "bold red"), (f"{warnings}⚠" if warnings else "", "yellow"))

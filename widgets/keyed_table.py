@@ -25,14 +25,27 @@ class KeyedTable(DataTable[Cell]):
     def __init__(self, columns: Sequence[str], **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
         self._columns = tuple(columns)
-        self._rows: dict[str, tuple[Cell, ...]] = {}
+        self._rows: dict[str, tuple[Cell, ...]] = {}  # what is shown
+        self._keys: list[str] = []  # row keys in display order
+        self._all: list[tuple[str, tuple[Cell, ...]]] = []  # before filtering
+        self._filter = ""
 
     def on_mount(self) -> None:
         for name in self._columns:
             self.add_column(name, key=name)
 
+    def set_filter(self, text: str) -> None:
+        """Show only rows with ``text`` in some cell (case-insensitive); '' shows all."""
+        self._filter = text.strip().lower()
+        self.set_rows(self._all)
+
     def set_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
-        new = {key: tuple(cells) for key, cells in rows}
+        self._all = [(key, tuple(cells)) for key, cells in rows]
+        wanted = self._filter
+        new = {
+            key: cells for key, cells in self._all
+            if not wanted or any(wanted in (c.plain if isinstance(c, Text) else c).lower() for c in cells)
+        }
         if list(new) != list(self._rows):
             self._rebuild(new)
             return
@@ -42,6 +55,7 @@ class KeyedTable(DataTable[Cell]):
                 if before != after:
                     self.update_cell(key, column, after)
         self._rows = new
+        self._keys = list(new)
 
     def _rebuild(self, new: dict[str, tuple[Cell, ...]]) -> None:
         current = self.current_key
@@ -49,11 +63,12 @@ class KeyedTable(DataTable[Cell]):
         for key, cells in new.items():
             self.add_row(*cells, key=key)
         self._rows = new
+        self._keys = list(new)
         if current in new:
-            self.move_cursor(row=list(new).index(current))
+            self.move_cursor(row=self._keys.index(current))
 
     @property
     def current_key(self) -> str | None:
-        if not self._rows or self.cursor_row < 0 or self.cursor_row >= len(self._rows):
+        if not self._keys or not 0 <= self.cursor_row < len(self._keys):
             return None
-        return list(self._rows)[self.cursor_row]
+        return self._keys[self.cursor_row]

@@ -30,3 +30,11 @@ STATE_STYLE = {
 
 def vm_state(state: VmState) -> Text:
     return Text(state.value, style=STATE_STYLE[state])
+
+
+def ellipsis(text: str, width: int) -> str:
+    """Shorten ``text`` to ``width`` cells, keeping both ends (names and URIs differ at either)."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) * 2 // 3
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"

@@ -1,29 +1,33 @@
-"""The VM table: name, host, state, vCPUs, memory, vNUMA placement and devices."""
+"""The VM table: name, host, state, vCPUs, memory, vNUMA placement, devices, replication."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from rich.text import Text
 
 from backends.models import Vm
 from backends.units import format_kib as kib
 from widgets.keyed_table import Cell, KeyedTable
-from widgets.text import vm_state
+from widgets.text import ellipsis, vm_state
+
+NONE = Text("-", style="dim")
 
 
 class VmTable(KeyedTable):
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(("VM", "host", "state", "vCPUs", "memory", "vNUMA", "devices"), **kwargs)
+    """Rows are keyed ``name@host``: a VM name may exist on two hosts (after a migration)."""
 
-    def show(self, vms: Iterable[Vm]) -> None:
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(("VM", "host", "state", "vCPUs", "memory", "vNUMA", "devices", "replica"), **kwargs)
+
+    def show(self, vms: Iterable[Vm], replicated: Collection[str] = (), lagging: Collection[str] = ()) -> None:
         rows: list[tuple[str, list[Cell]]] = []
         for vm in vms:
-            vnuma = " ".join(
-                f"{n.id}→{','.join(map(str, n.backing_cells)) or '?'}" for n in vm.vnuma
-            ) or Text("-", style="dim")
-            rows.append((vm.name, [
-                vm.name, vm.host, vm_state(vm.state), str(vm.vcpus), kib(vm.memory_kib),
-                vnuma, str(len(vm.devices)) if vm.devices else Text("-", style="dim"),
+            vnuma = " ".join(f"{n.id}→{','.join(map(str, n.backing_cells)) or '?'}" for n in vm.vnuma)
+            replica = (Text("behind", style="red") if vm.name in lagging
+                       else Text("ok", style="green") if vm.name in replicated else NONE)
+            rows.append((f"{vm.name}@{vm.host}", [
+                ellipsis(vm.name, 24), ellipsis(vm.host, 20), vm_state(vm.state), str(vm.vcpus),
+                kib(vm.memory_kib), vnuma or NONE, str(len(vm.devices)) if vm.devices else NONE, replica,
             ]))
         self.set_rows(rows)

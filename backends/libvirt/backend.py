@@ -11,12 +11,14 @@ import time
 from collections import Counter
 from dataclasses import replace
 
-from backends.base import Backend, Capability, Change
+from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput
 from backends.libvirt.events import ensure_event_loop
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
+from backends.libvirt.ops import LibvirtLifecycle
 from backends.libvirt.parse import resolve_owners
 from backends.models import Host, HostState, Inventory, Site, SiteRole
+from backends.requests import LifecycleRequest, Request
 from backends.uri import redact
 
 SITE = "default"
@@ -37,7 +39,7 @@ def check_uri(uri: str) -> str:
 
 class LibvirtBackend(Backend):
     name = "libvirt"
-    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS})
+    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE})
 
     def __init__(
         self, uris: tuple[str, ...] | list[str], *, read_only: bool = False, poll_s: float = 5.0,
@@ -66,6 +68,11 @@ class LibvirtBackend(Backend):
 
     def snapshot(self) -> Inventory:
         return self._inventory
+
+    def _prepare(self, request: Request) -> Operation:
+        if isinstance(request, LifecycleRequest):
+            return LibvirtLifecycle(self, request)
+        return super()._prepare(request)
 
     def refresh(self, timeout_s: float = REFRESH_TIMEOUT_S) -> Inventory:
         """Refresh every host at once; a host slower than ``timeout_s`` keeps its last view."""

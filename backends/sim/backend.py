@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from backends.base import Backend, Capability, Change
+from backends.base import Backend, Capability, Change, Operation
 from backends.models import (
     DiskChain,
     Host,
@@ -23,20 +23,22 @@ from backends.models import (
     Site,
     Vm,
 )
+from backends.requests import LifecycleRequest, Request
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
+from backends.sim.ops import SimLifecycle
 from backends.sim.spec import FleetSpec, HostSpec
 
 
 class SimBackend(Backend):
     name = "sim"
-    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS})
+    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE})
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
         super().__init__(read_only=read_only)
         self.spec = spec
         self.clock = clock or ManualClock()
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._host_specs = {h.name: h for h in spec.hosts}
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())
@@ -45,8 +47,13 @@ class SimBackend(Backend):
     def snapshot(self) -> Inventory:
         return self._inventory
 
+    def _prepare(self, request: Request) -> Operation:
+        if isinstance(request, LifecycleRequest):
+            return SimLifecycle(self, request)
+        return super()._prepare(request)
+
     def refresh(self) -> Inventory:
-        with self._lock:
+        with self.lock:
             self._inventory = self._compose()
         self._notify(Change("inventory"))
         return self._inventory

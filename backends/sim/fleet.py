@@ -172,9 +172,12 @@ class _Loader:
         smt = e.positive("smt", 2)
         if any(c.cpus % smt for c in cells):
             raise e.fail(f"every cell's cpus must be a multiple of smt ({smt})")
-        distances = tuple(tuple(row) for row in e.items("distances"))
+        rows = e.items("distances")
+        if any(not isinstance(row, list) for row in rows):
+            raise e.fail(f"distances must be a {len(cells)}×{len(cells)} matrix of positive integers")
+        distances = tuple(tuple(row) for row in rows)
         if distances and (len(distances) != len(cells) or any(len(r) != len(cells) for r in distances)
-                          or any(not isinstance(d, int) or d <= 0 for r in distances for d in r)):
+                          or any(type(d) is not int or d <= 0 for r in distances for d in r)):
             raise e.fail(f"distances must be a {len(cells)}×{len(cells)} matrix of positive integers")
         return HostSpec(
             name=e.get("name", str), site=site, cpu_model=e.get("cpu_model", str, "Generic x86-64"),

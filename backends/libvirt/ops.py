@@ -1,0 +1,69 @@
+"""Operations on real hosts through libvirt; each runs in the caller's worker thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from backends.base import Emit, Operation, find_vm, new_job
+from backends.errors import HostUnreachable
+from backends.lifecycle import check
+from backends.models import JobKind, JobResult, Outcome, PhaseChanged
+from backends.requests import LifecycleAction, LifecycleRequest
+
+if TYPE_CHECKING:
+    from backends.libvirt.backend import LibvirtBackend
+
+SETTLE_TIMEOUT_S = 120.0  # a guest OS gets this long to honour a shutdown
+_CALL = {
+    LifecycleAction.START: "create",
+    LifecycleAction.SHUTDOWN: "shutdown",
+    LifecycleAction.REBOOT: "reboot",
+    LifecycleAction.FORCE_OFF: "destroy",
+    LifecycleAction.PAUSE: "suspend",
+    LifecycleAction.RESUME: "resume",
+}
+
+
+class LibvirtLifecycle(Operation):
+    def __init__(self, backend: LibvirtBackend, request: LifecycleRequest) -> None:
+        vm = find_vm(backend.snapshot(), request.vm, request.host)
+        check(vm, request.action)
+        host = backend.host_for(vm.host)
+        if host is None or host.connection is None:
+            raise HostUnreachable(f"{vm.host} is not connected", hint="wait for it to come back")
+        self.conn: Any = host.connection
+        self.vm, self.action, self.backend = vm, request.action, backend
+        super().__init__(new_job(JobKind.LIFECYCLE, (vm.name,), (request.action.value,),
+                                 f"{request.action.value} {vm.name} on {vm.host}"))
+
+    def run(self, emit: Emit, cancel: threading.Event) -> JobResult:
+        started = time.time()
+        job = self.job
+
+        def result(outcome: Outcome, reason: str = "") -> JobResult:
+            return JobResult(job.id, outcome, reason, started, time.time())
+
+        emit(PhaseChanged(job.id, self.action.value, job.description, at=started))
+        try:
+            dom = self.conn.lookupByUUIDString(self.vm.uuid)
+            getattr(dom, _CALL[self.action])()
+            if self.action is LifecycleAction.SHUTDOWN and not self._shut_off(dom, cancel):
+                return result(Outcome.FAILED, f"{self.vm.name} did not shut down within "
+                              f"{SETTLE_TIMEOUT_S:.0f}s (its OS may ignore ACPI); use force-off")
+        except libvirt.libvirtError as exc:
+            return result(Outcome.FAILED, str(exc.get_error_message() or exc))
+        self.backend.refresh()
+        return result(Outcome.SUCCEEDED)
+
+    def _shut_off(self, dom: Any, cancel: threading.Event) -> bool:
+        """Wait for the guest OS to honour the shutdown request."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline and not cancel.is_set():
+            if dom.info()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+                return True
+            cancel.wait(0.5)
+        return False

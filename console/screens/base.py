@@ -1,0 +1,104 @@
+"""What every view shares: a summary line, a filter bar, the inventory, the keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from backends.analysis import Severity, alerts
+from backends.models import HostState, Inventory
+
+if TYPE_CHECKING:
+    from console.app import HvcApp
+
+
+class InventoryScreen(Screen[None]):
+    """A view of the inventory; the app calls ``show`` with every new snapshot."""
+
+    SCOPE = "app"
+    TITLE_TEXT = ""
+
+    @property
+    def hvc(self) -> HvcApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="summary")
+        yield from self.compose_body()
+        yield Input(placeholder="filter…  (enter keeps it, esc clears)", id="filter")
+        yield Static(id="status")
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).display = False
+        if self.hvc.inventory is not None:
+            self.show(self.hvc.inventory)
+
+    def on_screen_resume(self) -> None:
+        if self.hvc.inventory is not None:
+            self.show(self.hvc.inventory)
+
+    def show(self, inv: Inventory) -> None:
+        self.query_one("#summary", Static).update(summary(inv, self.TITLE_TEXT, self.hvc))
+
+    # -- filtering ---------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    def apply_filter(self, text: str) -> None:
+        """Screens with a list override this."""
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_kept(self, event: Input.Submitted) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = bool(box.value)
+        self.focus_next()
+
+    def key_escape(self) -> None:
+        box = self.query_one("#filter", Input)
+        if box.display:
+            box.value = ""
+            box.display = False
+            self.apply_filter("")
+            self.focus_next()
+
+    def set_status(self, text: str | Text, error: bool = False) -> None:
+        status = self.query_one("#status", Static)
+        status.update(text)
+        status.set_class(error, "-error")
+
+
+def summary(inv: Inventory, title: str, app: HvcApp) -> Text:
+    found = alerts(inv)
+    errors = sum(1 for a in found if a.severity is Severity.ERROR)
+    lost = sum(1 for h in inv.hosts if h.state is HostState.LOST)
+    text = Text.assemble(
+        (f" {title} ", "bold reverse"), "  ",
+        (app.backend.name, "bold"), " · read-only" if app.backend.read_only else "",
+        f" · {len(inv.hosts)} hosts · {len(inv.vms)} VMs · {len(inv.devices)} devices",
+    )
+    if lost:
+        text.append(f" · {lost} lost", style="bold red")
+    if errors:
+        text.append(f" · {errors} errors", style="red")
+    if len(found) - errors:
+        text.append(f" · {len(found) - errors} warnings", style="yellow")
+    running = len(app.jobs.running())
+    if running:
+        text.append(f" · {running} jobs running", style="cyan")
+    return text

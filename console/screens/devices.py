@@ -1,0 +1,51 @@
+"""Devices: PCI ownership per host, with conflicts flagged."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from backends.analysis import device_flags
+from backends.models import Inventory, OwnerKind
+from console.actions import bindings
+from console.screens.base import InventoryScreen
+from widgets.device_tree import DeviceTree
+
+
+class DevicesScreen(InventoryScreen):
+    SCOPE = "devices"
+    BINDINGS = bindings("devices")
+    TITLE_TEXT = "Devices"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_text = ""
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="devices-pane", classes="pane") as pane:
+            pane.border_title = "PCI devices by host and IOMMU group"
+            yield DeviceTree(id="devices")
+        yield Static(id="device-legend")
+
+    def show(self, inv: Inventory) -> None:
+        super().show(inv)
+        wanted = self.filter_text.lower()
+        devices = [
+            d for d in inv.devices
+            if not wanted or any(wanted in (v or "").lower()
+                                 for v in (d.address, d.product, d.vendor, d.driver, d.host, d.owner.vm))
+        ]
+        flags = device_flags(inv)
+        self.query_one(DeviceTree).show(devices, flags)
+        assigned = sum(1 for d in inv.devices if d.owner.kind is OwnerKind.VM)
+        self.query_one("#device-legend", Static).update(Text.assemble(
+            f" {len(devices)} shown · {assigned} assigned to VMs · ",
+            (f"{len(flags)} in conflict", "red" if flags else "green"),
+        ))
+
+    def apply_filter(self, text: str) -> None:
+        self.filter_text = text
+        if self.hvc.inventory:
+            self.show(self.hvc.inventory)

@@ -1,0 +1,63 @@
+"""Fleet: every site and host at a glance, and what needs attention."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from backends.analysis import Severity, alerts
+from backends.models import Inventory
+from console.actions import bindings
+from console.screens.base import InventoryScreen
+from widgets.host_list import HostList
+
+MAX_ALERTS = 12
+
+
+class FleetScreen(InventoryScreen):
+    SCOPE = "fleet"
+    BINDINGS = bindings("fleet")
+    TITLE_TEXT = "Fleet"
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="hosts-pane", classes="pane") as pane:
+            pane.border_title = "Hosts"
+            yield HostList(id="hosts")
+        with Vertical(id="alerts-pane", classes="pane") as pane:
+            pane.border_title = "Alerts"
+            yield Static(id="alerts")
+
+    def show(self, inv: Inventory) -> None:
+        super().show(inv)
+        found = alerts(inv)
+        counts: dict[str, tuple[int, int]] = {}
+        for a in found:
+            e, w = counts.get(a.host, (0, 0))
+            counts[a.host] = (e + 1, w) if a.severity is Severity.ERROR else (e, w + 1)
+        self.query_one(HostList).show(inv, counts)
+        lines = Text()
+        for a in found[:MAX_ALERTS]:
+            style = "red" if a.severity is Severity.ERROR else "yellow"
+            lines.append("✖ " if a.severity is Severity.ERROR else "⚠ ", style=f"bold {style}")
+            lines.append(a.message + "\n", style=style)
+        if len(found) > MAX_ALERTS:
+            lines.append(f"… and {len(found) - MAX_ALERTS} more", style="dim")
+        if not found:
+            lines.append("nothing needs attention", style="green")
+        self.query_one("#alerts", Static).update(lines)
+        self.query_one("#alerts-pane").border_title = f"Alerts ({len(found)})"
+
+    def apply_filter(self, text: str) -> None:
+        self.query_one(HostList).set_filter(text)
+
+    def action_open_host(self) -> None:
+        host = self.query_one(HostList).current_key
+        if host:
+            self.hvc.open_host(host)
+
+    @on(DataTable.RowSelected, "#hosts")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.hvc.open_host(str(event.row_key.value))

@@ -1,0 +1,72 @@
+"""Replication: each replicated disk, its lag against its RPO, and both chains side by side."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable
+
+from backends.models import Inventory, LayerState
+from console.actions import bindings
+from console.screens.base import InventoryScreen
+from widgets.chain_view import ChainView
+from widgets.keyed_table import Cell, KeyedTable
+
+
+class ReplicaTable(KeyedTable):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(("VM", "disk", "primary", "replica", "layers", "lag", "RPO", "state"), **kwargs)
+
+
+class ReplicationScreen(InventoryScreen):
+    SCOPE = "replication"
+    BINDINGS = bindings("replication")
+    TITLE_TEXT = "Replication"
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="replicas-pane", classes="pane") as pane:
+            pane.border_title = "Replicated disks"
+            yield ReplicaTable(id="replicas")
+        with Vertical(id="chain-pane", classes="pane") as pane:
+            pane.border_title = "Chain at primary and replica"
+            yield ChainView(id="chain")
+
+    def show(self, inv: Inventory) -> None:
+        super().show(inv)
+        rows: list[tuple[str, list[Cell]]] = []
+        for r in sorted(inv.replicas, key=lambda r: (not r.rpo_violated, r.vm, r.disk)):
+            present = sum(1 for s in r.layer_states if s is LayerState.PRESENT)
+            shipping = any(s is LayerState.SHIPPING for s in r.layer_states)
+            lag = "?" if r.lag_s is None else _duration(r.lag_s)
+            state = (Text("RPO violated", style="bold red") if r.rpo_violated
+                     else Text("shipping", style="yellow") if shipping else Text("in sync", style="green"))
+            rows.append((f"{r.vm}/{r.disk}", [
+                r.vm, r.disk, r.primary_host, r.replica_host, f"{present}/{len(r.layer_states)}",
+                Text(lag, style="red" if r.rpo_violated else ""), _duration(r.rpo_s), state,
+            ]))
+        self.query_one(ReplicaTable).set_rows(rows)
+        self._show_chain()
+
+    def apply_filter(self, text: str) -> None:
+        self.query_one(ReplicaTable).set_filter(text)
+        self._show_chain()
+
+    @on(DataTable.RowHighlighted, "#replicas")
+    def _show_chain(self) -> None:
+        inv, key = self.hvc.inventory, self.query_one(ReplicaTable).current_key
+        if inv is None or key is None:
+            return
+        link = next((r for r in inv.replicas if f"{r.vm}/{r.disk}" == key), None)
+        if link:
+            self.query_one(ChainView).show(link.primary, link)
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"

@@ -1,0 +1,101 @@
+"""VMs: a sortable, filterable table, a detail pane, and lifecycle actions."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable
+
+from backends.analysis import vm_flags
+from backends.models import Inventory, Vm
+from backends.requests import LifecycleAction
+from console.actions import bindings
+from console.screens.base import InventoryScreen
+from widgets.vm_detail import VmDetail
+from widgets.vm_table import VmTable
+
+SORTS = ("name", "host", "state", "vcpus", "memory")
+
+
+class VmsScreen(InventoryScreen):
+    SCOPE = "vms"
+    BINDINGS = bindings("vms")
+    TITLE_TEXT = "VMs"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort = 0
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="vms-pane", classes="pane") as pane:
+            pane.border_title = "VMs"
+            yield VmTable(id="vms")
+        with Vertical(id="detail-pane", classes="pane") as pane:
+            pane.border_title = "Detail"
+            yield VmDetail(id="detail")
+
+    def show(self, inv: Inventory) -> None:
+        super().show(inv)
+        replicated = {r.vm for r in inv.replicas}
+        lagging = {r.vm for r in inv.replicas if r.rpo_violated}
+        self.query_one(VmTable).show(sorted(inv.vms, key=_sort_key(SORTS[self.sort])), replicated, lagging)
+        self.query_one("#vms-pane").border_title = f"VMs · sorted by {SORTS[self.sort]}"
+        self._show_detail()
+
+    def apply_filter(self, text: str) -> None:
+        self.query_one(VmTable).set_filter(text)
+        self._show_detail()
+
+    @on(DataTable.RowHighlighted, "#vms")
+    def _highlighted(self) -> None:
+        self._show_detail()
+
+    def selected(self) -> Vm | None:
+        inv, key = self.hvc.inventory, self.query_one(VmTable).current_key
+        if inv is None or key is None:
+            return None
+        name, _, host = key.partition("@")
+        return next((v for v in inv.vms if v.name == name and v.host == host), None)
+
+    def _show_detail(self) -> None:
+        inv, vm = self.hvc.inventory, self.selected()
+        if inv is None:
+            return
+        host = inv.host(vm.host) if vm else None
+        chains = [c for c in inv.chains if vm and c.vm == vm.name and c.host == vm.host]
+        replicas = [r for r in inv.replicas if vm and r.vm == vm.name]
+        self.query_one(VmDetail).show(vm, host, chains, replicas, vm_flags(vm, host) if vm else [])
+
+    def action_sort(self) -> None:
+        self.sort = (self.sort + 1) % len(SORTS)
+        if self.hvc.inventory:
+            self.show(self.hvc.inventory)
+
+    def _lifecycle(self, action: LifecycleAction) -> None:
+        vm = self.selected()
+        if vm is not None:
+            self.hvc.lifecycle(vm, action)
+
+    def action_vm_start(self) -> None:
+        self._lifecycle(LifecycleAction.START)
+
+    def action_vm_shutdown(self) -> None:
+        self._lifecycle(LifecycleAction.SHUTDOWN)
+
+    def action_vm_reboot(self) -> None:
+        self._lifecycle(LifecycleAction.REBOOT)
+
+    def action_vm_force_off(self) -> None:
+        self._lifecycle(LifecycleAction.FORCE_OFF)
+
+    def action_vm_pause(self) -> None:
+        vm = self.selected()
+        if vm is not None:
+            self._lifecycle(LifecycleAction.RESUME if vm.state.value == "paused" else LifecycleAction.PAUSE)
+
+
+def _sort_key(field: str):  # type: ignore[no-untyped-def]
+    if field in ("vcpus", "memory"):
+        return lambda v: (-(v.vcpus if field == "vcpus" else v.memory_kib), v.name)
+    return lambda v: (str(getattr(v, field)), v.name)

@@ -1,0 +1,86 @@
+"""One VM in full: placement of each vNUMA cell, pinning, devices, disk chains, flags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from backends.models import DiskChain, Host, ReplicaLink, Vm
+from backends.units import format_bytes, format_cpuset, format_kib
+from widgets.text import vm_state
+
+
+class VmDetail(Static):
+    DEFAULT_CSS = """
+    VmDetail { padding: 0 1; }
+    """
+
+    def show(self, vm: Vm | None, host: Host | None, chains: Sequence[DiskChain],
+             replicas: Sequence[ReplicaLink], flags: Sequence[str]) -> None:
+        self.update(render_vm(vm, host, chains, replicas, flags) if vm else Text("no VM selected", style="dim"))
+
+
+def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: Sequence[ReplicaLink],
+              flags: Sequence[str]) -> RenderableType:
+    title = Text.assemble((vm.name, "bold"), "  ", vm_state(vm.state), f"  on {vm.host}")
+    facts = Text(f"{vm.vcpus} vCPUs · {format_kib(vm.memory_kib)}", style="")
+    if vm.max_memory_kib and vm.max_memory_kib != vm.memory_kib:
+        facts.append(f" (max {format_kib(vm.max_memory_kib)})")
+    if vm.memory_mode:
+        facts.append(f" · numatune {vm.memory_mode}")
+    if vm.hugepages:
+        facts.append(" · hugepages")
+    parts: list[RenderableType] = [title, facts]
+    parts.append(_placement(vm, host))
+    if vm.devices:
+        parts.append(Text("devices  ", style="bold") + Text(", ".join(vm.devices)))
+    for chain in chains:
+        link = next((r for r in replicas if r.disk == chain.disk), None)
+        layers = " → ".join(layer.path.rsplit("/", 1)[-1] for layer in chain.layers)
+        line = Text.assemble((f"{chain.disk}  ", "bold"), layers, (f"  {len(chain.layers)} layers", "dim"))
+        alloc = sum(layer.allocated_bytes or 0 for layer in chain.layers)
+        if alloc:
+            line.append(f" · {format_bytes(alloc)} allocated", style="dim")
+        if link:
+            style = "red" if link.rpo_violated else "green"
+            lag = "?" if link.lag_s is None else f"{link.lag_s:.0f}s"
+            line.append(f"  ⇄ {link.replica_host} lag {lag}", style=style)
+        parts.append(line)
+    for flag in flags:
+        parts.append(Text(f"⚠ {flag}", style="yellow"))
+    return Group(*parts)
+
+
+def _placement(vm: Vm, host: Host | None) -> RenderableType:
+    cpu_cell = {cpu.id: cell.id for cell in host.numa for cpu in cell.cpus} if host else {}
+    pins = {p.vcpu: p.cpus for p in vm.pinning}
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for col in ("vNUMA", "vCPUs", "memory", "backed by cell", "pinned to CPUs (cell)"):
+        table.add_column(col)
+    nodes = vm.vnuma
+    if not nodes:
+        placed = vm.memory_by_cell()
+        backing = ",".join(map(str, placed)) if placed else "?"
+        table.add_row("—", f"0-{vm.vcpus - 1}" if vm.vcpus > 1 else "0", format_kib(vm.memory_kib),
+                      backing, _pinned(range(vm.vcpus), pins, cpu_cell))
+    for node in nodes:
+        split = len(node.backing) > 1
+        backing = ", ".join(
+            f"{s.cell}" + (f" ({format_kib(s.memory_kib)})" if split and s.memory_kib is not None else "")
+            for s in node.backing
+        ) or "?"
+        table.add_row(f"v{node.id}", format_cpuset(node.vcpus), format_kib(node.memory_kib), backing,
+                      _pinned(node.vcpus, pins, cpu_cell))
+    return table
+
+
+def _pinned(vcpus: Sequence[int] | range, pins: dict[int, tuple[int, ...]], cpu_cell: dict[int, int]) -> str:
+    cpus = sorted({c for v in vcpus for c in pins.get(v, ())})
+    if not cpus:
+        return "floating"
+    cells = sorted({cpu_cell[c] for c in cpus if c in cpu_cell})
+    return f"{format_cpuset(cpus)} ({','.join(map(str, cells)) or '?'})"
