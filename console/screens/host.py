@@ -8,7 +8,6 @@ from textual.containers import Vertical
 
 from backends.local import is_local, local_stats
 from backends.models import Inventory
-from backends.units import format_kib
 from console.actions import bindings
 from console.screens.base import InventoryScreen
 from widgets.host_card import HostCard
@@ -37,8 +36,7 @@ class HostScreen(InventoryScreen):
             self.set_status(f"{self.host_name} is no longer in the inventory", error=True)
             return
         pane = self.query_one("#numa-pane")
-        pane.border_title = f"{host.name} · {host.cpu_model or 'CPU ?'} · {host.threads} threads · " \
-                            f"{format_kib(host.memory_kib)}"
+        pane.border_title = f"NUMA topology · {host.name}"
         pane.border_subtitle = Text(host.state.value, style="green" if host.state.value == "connected" else "red")
         self.query_one(NumaMap).show(host, inv.vms_on(host.name))
         card = self.query_one(HostCard)

@@ -14,14 +14,11 @@ from console.screens.dialogs import ConfirmScreen, HelpScreen
 from console.screens.host import HostScreen
 from console.screens.vms import VmsScreen
 from tests.console.conftest import demo_app
+from tests.text import plain
 from widgets.device_tree import DeviceTree
 from widgets.host_list import HostList
 from widgets.numa_map import NumaMap
 from widgets.vm_table import VmTable
-
-
-def text_of(widget: Static) -> str:
-    return str(widget.render())
 
 
 async def test_fleet_lists_hosts_and_alerts_and_enter_opens_the_numa_map() -> None:
@@ -29,7 +26,7 @@ async def test_fleet_lists_hosts_and_alerts_and_enter_opens_the_numa_map() -> No
     async with app.run_test(size=(120, 40)) as pilot:
         hosts = app.screen.query_one(HostList)
         assert hosts.row_count == 7 and hosts.current_key == "fra-hv01"
-        alerts = text_of(app.screen.query_one("#alerts", Static))
+        alerts = plain(app.screen.query_one("#alerts", Static))
         assert "fra-hv04 cell 1 is overcommitted by 8.0G" in alerts
         assert "web-02/vda replica lag 940s exceeds its RPO of 300s" in alerts
         await pilot.press("j", "j", "enter")
@@ -115,18 +112,18 @@ async def test_start_runs_at_once_and_shutdown_asks_first() -> None:
         await pilot.press("y")
         await _jobs_done(app, pilot)
         assert app.backend.snapshot().vm("web-01").state is VmState.SHUTOFF  # type: ignore[union-attr]
-        assert "done" in text_of(app.screen.query_one("#status", Static))
+        assert "done" in plain(app.screen.query_one("#status", Static))
 
 
 async def test_refusals_reach_the_status_line() -> None:
     app = demo_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2", "slash", *"cache-01", "enter", "P")
-        assert "cannot pause cache-01: it is shutoff" in text_of(app.screen.query_one("#status", Static))
+        assert "cannot pause cache-01: it is shutoff" in plain(app.screen.query_one("#status", Static))
     read_only = demo_app(read_only=True)
     async with read_only.run_test(size=(120, 40)) as pilot:
         await pilot.press("2", "S")
-        assert "read-only" in text_of(read_only.screen.query_one("#status", Static))
+        assert "read-only" in plain(read_only.screen.query_one("#status", Static))
 
 
 async def test_keys_can_be_remapped_and_unknown_ids_are_reported() -> None:
@@ -147,7 +144,7 @@ async def test_a_failed_refresh_reaches_the_screen_and_the_last_snapshot_stays()
     async with app.run_test(size=(80, 24)) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        status = text_of(app.screen.query_one("#status", Static))
+        status = plain(app.screen.query_one("#status", Static))
         assert "refresh failed: fra-hv01 does not answer; check libvirtd on it" in status
         assert app.screen.query_one(HostList).row_count == 7
 
