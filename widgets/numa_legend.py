@@ -6,7 +6,7 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -80,8 +80,8 @@ def numa_flags(host: Host, vms: Sequence[Vm], marks: Mapping[str, Mark]) -> list
     used: dict[int, int] = {}
     for vm in (v for v in vms if v.active):
         placed = vm.memory_by_cell() or {}
-        for cell, kib in placed.items():
-            used[cell] = used.get(cell, 0) + kib
+        for cid, kib in placed.items():
+            used[cid] = used.get(cid, 0) + kib
         for node in vm.vnuma:
             if len(set(node.backing_cells)) > 1:
                 shares = " + ".join(f"{format_kib(s.memory_kib)} on {s.cell}" for s in node.backing)
@@ -110,15 +110,17 @@ def numa_flags(host: Host, vms: Sequence[Vm], marks: Mapping[str, Mark]) -> list
     for cpu, names in sorted(cpu_owners(vms).items()):
         if len(names) > 1:
             shared.setdefault(tuple(names), []).append(cpu)
-    for names, cpus in shared.items():
-        who = " and ".join(f"{marks[n].letter} {n}" if n in marks else n for n in names)
+    for sharers, cpus in shared.items():
+        who = " and ".join(f"{marks[n].letter} {n}" if n in marks else n for n in sharers)
         plural = "s" if len(cpus) > 1 else ""
         errors.append(Flag(True, f"CPU{plural} {format_cpuset(cpus)} overcommitted: pinned by {who}"))
     return errors + warnings
 
 
-def flags_text(flags: Sequence[Flag]) -> Text:
+def flags_text(flags: Sequence[Flag], topology: bool = True) -> Text:
     if not flags:
+        if not topology:
+            return Text("placement cannot be checked without the host's NUMA topology", style="dim")
         return Text("✓ no NUMA placement problems", style="green")
     out = Text()
     for i, flag in enumerate(flags):
@@ -166,7 +168,8 @@ def legend(vms: Sequence[Vm], marks: Mapping[str, Mark], selected: str | None, w
     rows = [_vm_row(vm, marks.get(vm.name)) for vm in ordered]
     headers = ("", "VM", "state", "vCPUs", "memory", "CPUs", "memory on")
     natural = [max([len(h)] + [r[i].cell_len for r in rows]) for i, h in enumerate(headers)]
-    fixed = sum(natural[i] for i in (0, 2, 3, 4)) + len(headers) - 1  # mark, state, vCPUs, memory, gaps
+    natural[1] = min(natural[1], 32)
+    fixed = sum(natural[i] for i in (0, 2, 3, 4)) + 2 * (len(headers) - 1)  # mark, state, vCPUs, memory, gaps
     name, cpus, where = _fit([natural[1], natural[5], natural[6]], [10, 9, 11], width - fixed)
     widths = [natural[0], name, *natural[2:5], cpus, where]
     table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="dim", show_edge=False)
@@ -174,15 +177,16 @@ def legend(vms: Sequence[Vm], marks: Mapping[str, Mark], selected: str | None, w
         table.add_column(header, width=widths[i], no_wrap=True, overflow="ellipsis",
                          justify="right" if header in ("vCPUs", "memory") else "left")
     for vm, row in zip(ordered, rows, strict=True):
+        if vm.name == selected:  # one plain reverse bar across the row, the mark keeps its colour
+            row[1:] = [Text(cell.plain) for cell in row[1:]]
         style = "dim" if not vm.active else "reverse bold" if vm.name == selected else ""
         table.add_row(*row, style=style)
     return table
 
 
-def distance_table(host: Host) -> Table:
-    """The SLIT distances between cells; '?' where the host does not say."""
-    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False,
-                  title="distances", title_justify="left", title_style="bold")
+def distances(host: Host) -> Group:
+    """The SLIT distances between cells, under a heading; '?' where the host does not say."""
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
     table.add_column("", style="dim", justify="right")
     for cell in host.numa:
         table.add_column(str(cell.id), justify="right", header_style="dim")
@@ -193,7 +197,7 @@ def distance_table(host: Host) -> Table:
             style = "dim" if other.id == cell.id else "yellow" if distance is None else ""
             row.append(Text("?" if distance is None else str(distance), style=style))
         table.add_row(str(cell.id), *row)
-    return table
+    return Group(Text("distances", style="bold"), table)
 
 
 def key_text() -> RenderableType:

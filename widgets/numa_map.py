@@ -27,7 +27,7 @@ from widgets.numa_legend import (
     Mark,
     assign_marks,
     cpu_owners,
-    distance_table,
+    distances,
     flags_text,
     key_text,
     legend,
@@ -74,20 +74,21 @@ def render_map(state: MapState, width: int) -> RenderableType:
         parts.append(_cells(state, width))
     if state.vms:
         parts += [Text(f"VMs on {host.name}", style="bold"),
-                  legend(state.vms, state.marks, state.selected, width), key_text()]
+                  legend(state.vms, state.marks, state.selected, width)]
+        parts += [key_text()] if host.numa else []
     else:
         parts.append(Text("no VMs on this host", style="dim"))
-    flag_block = Group(Text("flags", style="bold"), flags_text(flags))
+    flag_block = Group(Text("flags", style="bold"), flags_text(flags, bool(host.numa)))
     if len(host.numa) < 2:
         parts += [Text(""), flag_block]
     elif width >= 100:
         row = Table.grid(padding=(0, 3))
         row.add_column(no_wrap=True)
         row.add_column(ratio=1)
-        row.add_row(distance_table(host), flag_block)
+        row.add_row(distances(host), flag_block)
         parts += [Text(""), row]
     else:
-        parts += [Text(""), distance_table(host), Text(""), flag_block]
+        parts += [Text(""), distances(host), Text(""), flag_block]
     return Group(*parts)
 
 
