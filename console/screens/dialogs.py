@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -37,7 +37,7 @@ class HelpScreen(ModalScreen[None]):
         table.add_row("", "[b]in lists[/b]")
         for keys, text in (("j k ↑ ↓", "move"), ("g G", "first / last"), ("tab", "next pane")):
             table.add_row(keys, text)
-        with Vertical(id="dialog"):
+        with VerticalScroll(id="dialog", classes="help"):
             yield Static("Keys", id="dialog-title")
             yield Static(table)
             yield Static("remap keys in ~/.config/hvc/config.toml under [keys]", classes="hint")
