@@ -9,6 +9,7 @@ from backends.base import Backend, Change
 from backends.errors import HvcError
 from backends.models import Inventory, Job, JobEvent, JobResult, Outcome, Vm
 from backends.requests import LifecycleAction, LifecycleRequest
+from backends.usage import cpu_use
 from console.actions import IDS, bindings
 from console.jobs import JobRunner
 from console.messages import BackendFailed, InventoryUpdated, JobFinished
@@ -43,6 +44,7 @@ class HvcApp(App[None]):
         self.backend = backend
         self.refresh_s = refresh_s
         self.inventory: Inventory | None = backend.snapshot()
+        self.cpu_use: dict[str, float] = {}  # host → busy fraction, from the last two snapshots
         self.jobs = JobRunner()
         self.jobs.listen(self._job_event)
         self.keymap = {k: v for k, v in (keymap or {}).items() if k in IDS}
@@ -79,6 +81,8 @@ class HvcApp(App[None]):
 
     @on(InventoryUpdated)
     def _updated(self, message: InventoryUpdated) -> None:
+        if self.inventory is not None and message.inventory.taken_at > self.inventory.taken_at:
+            self.cpu_use = cpu_use(self.inventory, message.inventory) or self.cpu_use
         self.inventory = message.inventory
         if isinstance(self.screen, InventoryScreen):
             self.screen.show(message.inventory)

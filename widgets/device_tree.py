@@ -100,7 +100,22 @@ class DeviceTree(Tree[PciDevice | None]):
         Binding("k", "cursor_up", "Up", show=False),
         Binding("g", "scroll_home", "Top", show=False),
         Binding("G", "scroll_end", "Bottom", show=False),
+        Binding("h", "fold", "Collapse", show=False),
+        Binding("l", "unfold", "Expand", show=False),
     ]
+
+    def action_fold(self) -> None:
+        """Collapse the current node, or step out to its parent when it is not open."""
+        node = self.cursor_node
+        if node is not None and node.allow_expand and node.is_expanded:
+            node.collapse()
+        else:
+            self.action_cursor_parent()
+
+    def action_unfold(self) -> None:
+        node = self.cursor_node
+        if node is not None and node.allow_expand:
+            node.expand()
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__("devices", **kwargs)  # type: ignore[arg-type]

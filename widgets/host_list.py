@@ -14,11 +14,13 @@ from widgets.text import meter
 
 class HostList(KeyedTable):
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(("host", "site", "state", "vCPUs", "memory", "cells", "VMs", "alerts"), **kwargs)
+        super().__init__(("host", "site", "state", "CPU", "vCPUs", "memory", "cells", "VMs", "alerts"), **kwargs)
 
-    def show(self, inv: Inventory, alert_counts: Mapping[str, tuple[int, int]] | None = None) -> None:
-        """``alert_counts``: host → (errors, warnings)."""
+    def show(self, inv: Inventory, alert_counts: Mapping[str, tuple[int, int]] | None = None,
+             cpu_use: Mapping[str, float] | None = None) -> None:
+        """``alert_counts``: host → (errors, warnings); ``cpu_use``: host → busy fraction."""
         counts = alert_counts or {}
+        use = cpu_use or {}
         vcpus: dict[str, int] = {}
         running: dict[str, int] = {}
         total: dict[str, int] = {}
@@ -38,6 +40,7 @@ class HostList(KeyedTable):
                 Text(h.name, style="bold"),
                 h.site,
                 Text(h.state.value, style="red" if lost else "green"),
+                _cpu(use.get(h.name), lost),
                 Text(f"{cpu}/{h.threads}", style="yellow" if h.threads and cpu > h.threads else ""),
                 meter(used, h.memory_kib) + Text(f" {kib(used)}/{kib(h.memory_kib)}"),
                 str(len(h.numa)) if h.numa else Text("?", style="dim"),
@@ -45,6 +48,12 @@ class HostList(KeyedTable):
                 _alerts(errors, warnings),
             ]))
         self.set_rows(rows)
+
+
+def _cpu(fraction: float | None, lost: bool) -> Text:
+    if fraction is None:
+        return Text("?" if lost else "…", style="dim")  # … until a second sample gives a rate
+    return meter(round(fraction * 1000), 1000, width=5) + Text(f" {fraction * 100:3.0f}%")
 
 
 def _alerts(errors: int, warnings: int) -> Text:

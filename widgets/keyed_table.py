@@ -18,6 +18,8 @@ class KeyedTable(DataTable[Cell]):
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
+        Binding("h", "scroll_left", "Left", show=False),
+        Binding("l", "scroll_right", "Right", show=False),
         Binding("g", "scroll_top", "Top", show=False),
         Binding("G", "scroll_bottom", "Bottom", show=False),
     ]
@@ -53,7 +55,7 @@ class KeyedTable(DataTable[Cell]):
             old = self._rows[key]
             for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
                 if before != after:
-                    self.update_cell(key, column, after)
+                    self.update_cell(key, column, after, update_width=True)
         self._rows = new
         self._keys = list(new)
 

@@ -37,7 +37,7 @@ class FleetScreen(InventoryScreen):
         for a in found:
             e, w = counts.get(a.host, (0, 0))
             counts[a.host] = (e + 1, w) if a.severity is Severity.ERROR else (e, w + 1)
-        self.query_one(HostList).show(inv, counts)
+        self.query_one(HostList).show(inv, counts, self.hvc.cpu_use)
         lines = Text()
         for a in found[:MAX_ALERTS]:
             style = "red" if a.severity is Severity.ERROR else "yellow"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -79,3 +80,25 @@ def test_replica_rpo_violation_and_unknown_lag() -> None:
     assert not link.rpo_violated
     assert ReplicaLink("v", "vda", "h", "r", chain, chain, (), 0.0, 301.0, 300.0).rpo_violated
     assert ReplicaLink("v", "vda", "h", "r", chain, chain, (), None, None, 300.0).rpo_violated
+
+
+def test_cpu_use_needs_two_samples_and_is_a_fraction_of_host_threads() -> None:
+    from backends.sim.backend import SimBackend
+    from backends.sim.clock import ManualClock
+    from backends.sim.fleet import demo_fleet_path, load_fleet
+    from backends.usage import cpu_use
+
+    clock = ManualClock()
+    backend = SimBackend(load_fleet(demo_fleet_path()), clock)
+    first = backend.refresh()
+    assert cpu_use(None, first) == {} and cpu_use(first, first) == {}
+    clock.advance(10)
+    use = cpu_use(first, backend.refresh())
+    assert set(use) == {h.name for h in first.hosts}
+    assert all(0.0 < u <= 1.0 for u in use.values())
+    # fra-hv01's running VMs burn vCPUs × utilisation; the total is what the host's threads did
+    hv01 = backend.snapshot().host("fra-hv01")
+    assert hv01 is not None
+    expected = sum(vm.vcpus * backend.state.boot[vm.name][1] for vm in backend.snapshot().vms_on("fra-hv01")
+                   if vm.active) / hv01.threads
+    assert use["fra-hv01"] == pytest.approx(expected)

@@ -248,3 +248,20 @@ async def test_vim_keys_move_the_cursor() -> None:
         assert key(tree) == ("dev", "dub-hv02", "0000:41:00.0")
         await pilot.press("g")
         assert key(tree) == ("host", "fra-hv01")
+
+
+async def test_h_and_l_fold_and_unfold_like_vim() -> None:
+    app = TreeApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        tree = app.query_one(DeviceTree)
+        tree.show(demo_devices(), FLAGS)
+        await pilot.pause()
+        tree.move_cursor(tree.node_for("fra-hv01", "0000:18:00.0"))
+        pf = tree.cursor_node
+        assert pf is not None and pf.is_expanded
+        await pilot.press("h")
+        assert pf.is_collapsed
+        await pilot.press("h")
+        assert tree.cursor_node is pf.parent  # already folded: step out
+        await pilot.press("j", "l")
+        assert tree.cursor_node is pf and pf.is_expanded
