@@ -6,12 +6,12 @@ and `hvc inventory` never disagree about what is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from backends.models import Host, HostState, Inventory, OwnerKind, PciDevice, Vm
-from backends.units import format_kib
+from backends.units import format_cpuset, format_kib
 
 
 class Severity(StrEnum):
@@ -22,10 +22,13 @@ class Severity(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Alert:
     severity: Severity
-    kind: str  # host-lost, cell-overcommitted, device-claimed-twice, iommu-split, dma-overcommit, …
+    # host-lost, cell-overcommitted, cpu-overcommitted, vnuma-split, remote-memory, unreported-topology,
+    # dma-overcommit, device, rpo
+    kind: str
     host: str
-    subject: str  # the host, cell, VM or device the alert is about
-    message: str
+    subject: str  # the host, cell ('cell 1'), CPUs ('CPUs 3,5'), VM or device the alert is about
+    message: str  # stands alone: names the host for a finding about the host, else the VM or device
+    vms: tuple[str, ...] = ()  # the VMs involved, so views can point at them
 
 
 def claims(devices: Iterable[PciDevice], vms: Iterable[Vm]) -> dict[tuple[str, str], list[str]]:
@@ -40,47 +43,139 @@ def claims(devices: Iterable[PciDevice], vms: Iterable[Vm]) -> dict[tuple[str, s
     return out
 
 
-def cell_use(host: Host, vms: Iterable[Vm]) -> dict[int, int | None]:
-    """KiB of active VM memory on each cell; None where some VM's placement is unknown."""
-    use: dict[int, int | None] = {c.id: 0 for c in host.numa}
+def cpu_owners(vms: Iterable[Vm]) -> dict[int, list[str]]:
+    """Host CPU → the active VMs with a vCPU pinned there, in VM order."""
+    owners: dict[int, list[str]] = {}
     for vm in vms:
-        if vm.host != host.name or not vm.active:
-            continue
-        placed = vm.memory_by_cell()
-        if placed is None:
-            for cell in use:
-                use[cell] = None
-            continue
-        for cell, kib in placed.items():
-            if cell in use and use[cell] is not None:
-                use[cell] = (use[cell] or 0) + kib
+        if vm.active:
+            for cpu in vm.pinned_cpus():
+                owners.setdefault(cpu, []).append(vm.name)
+    return owners
+
+
+def _resident(host: Host, vms: Iterable[Vm]) -> list[Vm]:
+    """The active VMs of ``host``: those whose memory and pinned vCPUs are on it now."""
+    return [vm for vm in vms if vm.host == host.name and vm.active]
+
+
+def cell_use(host: Host, vms: Iterable[Vm]) -> dict[int, int]:
+    """KiB of active VM memory known to sit on each of the host's cells.
+
+    VMs whose placement is unknown count nowhere, so where there are any this is a lower bound:
+    a cell it puts over its size is overcommitted whatever those VMs turn out to hold.
+    """
+    use = {c.id: 0 for c in host.numa}
+    for vm in _resident(host, vms):
+        for cell, kib in (vm.memory_by_cell() or {}).items():
+            if cell in use:
+                use[cell] += kib
     return use
 
 
 def overcommitted_cells(host: Host, vms: Iterable[Vm]) -> dict[int, int]:
-    """Cells whose VM memory exceeds their size → KiB over."""
+    """Cells whose known VM memory (see ``cell_use``) exceeds their size → KiB over."""
     sizes = {c.id: c.memory_kib for c in host.numa}
-    return {cell: used - sizes[cell] for cell, used in cell_use(host, vms).items()
-            if used is not None and used > sizes[cell]}
+    return {cell: used - sizes[cell] for cell, used in cell_use(host, vms).items() if used > sizes[cell]}
 
 
-def vm_flags(vm: Vm, host: Host | None) -> list[str]:
-    """Placement problems of one VM: split vNUMA cells, memory remote from its vCPUs."""
-    flags = [
-        f"vNUMA cell {node.id} split across cells {','.join(map(str, node.backing_cells))}"
-        for node in vm.vnuma if len(node.backing) > 1
-    ]
-    if host and vm.pinning:
-        cpu_cell = {cpu.id: cell.id for cell in host.numa for cpu in cell.cpus}
-        vcpu_cells = {cpu_cell[c] for c in vm.pinned_cpus() if c in cpu_cell}
-        placed = vm.memory_by_cell() or {}
-        remote = sorted(c for c, kib in placed.items() if kib and c not in vcpu_cells)
-        if vcpu_cells and remote:
-            flags.append(
-                f"memory on cell {','.join(map(str, remote))} is remote from its vCPUs on cell "
-                f"{','.join(map(str, sorted(vcpu_cells)))}"
-            )
-    return flags
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _cells(ids: Iterable[int]) -> str:
+    ordered = sorted(set(ids))
+    return f"cell{'s' if len(ordered) > 1 else ''} {','.join(map(str, ordered))}"
+
+
+def _cpus(ids: Sequence[int]) -> str:
+    return f"CPU{'s' if len(set(ids)) > 1 else ''} {format_cpuset(list(ids))}"
+
+
+def _vm_checks(vm: Vm, host: Host | None) -> list[Alert]:
+    """One VM's own placement problems, whatever its state; those needing the topology only with it.
+
+    Split vNUMA cells (a guest cell backed by two or more host cells), memory on cells where
+    none of its pinned vCPUs run, and pinned CPUs or memory cells the host does not report.
+    """
+    out: list[Alert] = []
+
+    def warn(kind: str, text: str) -> None:
+        out.append(Alert(Severity.WARNING, kind, vm.host, vm.name, f"{vm.name}: {text}", (vm.name,)))
+
+    for node in vm.vnuma:
+        if len(set(node.backing_cells)) > 1:
+            shares = " + ".join(f"{format_kib(s.memory_kib)} on {s.cell}" for s in node.backing)
+            warn("vnuma-split", f"vNUMA cell v{node.id} split across {_cells(node.backing_cells)} ({shares})")
+    if host is None or not host.numa:
+        return out
+    cpu_cell = {cpu.id: cell.id for cell in host.numa for cpu in cell.cpus}
+    cell_ids = {cell.id for cell in host.numa}
+    placed = vm.memory_by_cell() or {}
+    vcpu_cells = {cpu_cell[c] for c in vm.pinned_cpus() if c in cpu_cell}
+    remote = {c: kib for c, kib in sorted(placed.items()) if kib and c in cell_ids and c not in vcpu_cells}
+    if vcpu_cells and remote:
+        where = ", ".join(f"{format_kib(kib)} on cell {c}" for c, kib in remote.items())
+        warn("remote-memory", f"memory remote from vCPUs — {where}, vCPUs on {_cells(vcpu_cells)}")
+    stray_cpus = [c for c in vm.pinned_cpus() if c not in cpu_cell]
+    stray_cells = [c for c in placed if c not in cell_ids]
+    if stray_cpus or stray_cells:
+        what = ([_cpus(stray_cpus)] if stray_cpus else []) + ([_cells(stray_cells)] if stray_cells else [])
+        warn("unreported-topology", f"uses {' and '.join(what)}, which the host does not report")
+    return out
+
+
+def _host_checks(host: Host, resident: Sequence[Vm]) -> list[Alert]:
+    """Problems among the resident VMs: cells holding more than they have, CPUs pinned by 2+ VMs."""
+    out: list[Alert] = []
+    use = cell_use(host, resident)
+    unknown = sum(1 for vm in resident if vm.memory_by_cell() is None)
+    for cell in host.numa:
+        if use[cell.id] <= cell.memory_kib:
+            continue
+        holders = tuple(vm.name for vm in resident if (vm.memory_by_cell() or {}).get(cell.id, 0) > 0)
+        over, held, size = (format_kib(k) for k in (use[cell.id] - cell.memory_kib, use[cell.id], cell.memory_kib))
+        text = f"{host.name} cell {cell.id} is overcommitted by {over}: VMs hold {held} of {size}"
+        if unknown:
+            text = (f"{host.name} cell {cell.id} is overcommitted by at least {over}: VMs hold {held} of {size}, "
+                    f"not counting {unknown} VM{'s' if unknown > 1 else ''} of unknown placement")
+        out.append(Alert(Severity.ERROR, "cell-overcommitted", host.name, f"cell {cell.id}", text, holders))
+    shared: dict[tuple[str, ...], list[int]] = {}
+    for cpu, names in sorted(cpu_owners(resident).items()):
+        if len(names) > 1:
+            shared.setdefault(tuple(sorted(names)), []).append(cpu)
+    for sharers, cpus in shared.items():
+        verb = "are" if len(cpus) > 1 else "is"
+        out.append(Alert(Severity.ERROR, "cpu-overcommitted", host.name, _cpus(cpus),
+                         f"{host.name} {_cpus(cpus)} {verb} overcommitted: pinned by {_and(sharers)}", sharers))
+    return out
+
+
+def host_flags(host: Host, vms: Iterable[Vm]) -> tuple[Alert, ...]:
+    """The NUMA placement problems on ``host``, errors first: what the map and the alerts call out.
+
+    Only ``host``'s active VMs count (the others in ``vms`` are ignored). Errors: a cell whose
+    VMs hold more memory than it has, and CPUs pinned by two or more VMs. A cell is overcommitted
+    when the memory known to sit on it exceeds its size; VMs of unknown placement add nothing, so
+    the finding holds whatever they turn out to hold and its message says it is a lower bound.
+    Warnings, per VM: split vNUMA cells, memory remote from the vCPUs, and pinned CPUs or cells
+    the host does not report (these need the host's topology).
+    """
+    resident = _resident(host, vms)
+    found = _host_checks(host, resident) + [a for vm in resident for a in _vm_checks(vm, host)]
+    return tuple(sorted(found, key=lambda a: a.severity is not Severity.ERROR))
+
+
+def vm_flags(vm: Vm, host: Host | None, others: Iterable[Vm] = ()) -> list[str]:
+    """The placement problems that concern ``vm``, worded as in ``host_flags``.
+
+    Its own problems whatever its state (a shut-off VM's split cell is still worth fixing) and,
+    when running on ``host``, the host-wide ones it takes part in among itself and ``others``.
+    """
+    found = _vm_checks(vm, host)
+    if host is not None and vm.active and vm.host == host.name:
+        found += [a for a in _host_checks(host, _resident(host, [vm, *(o for o in others if o.name != vm.name)]))
+                  if vm.name in a.vms]
+    return [a.message for a in sorted(found, key=lambda a: a.severity is not Severity.ERROR)]
 
 
 def device_flags(inv: Inventory) -> dict[tuple[str, str], str]:
@@ -114,17 +209,14 @@ def alerts(inv: Inventory) -> tuple[Alert, ...]:
             out.append(Alert(Severity.ERROR, "host-lost", host.name, host.name,
                              f"{host.name} is lost: {host.error or 'no answer'}"))
             continue
-        over = overcommitted_cells(host, vms)
-        for cell, kib in over.items():
-            out.append(Alert(Severity.ERROR, "cell-overcommitted", host.name, f"cell {cell}",
-                             f"{host.name} cell {cell} is overcommitted by {format_kib(kib)}"))
-        for vm in vms:
-            placed = vm.memory_by_cell() or {}
-            if vm.devices and vm.active and any(c in over for c in placed):
-                out.append(Alert(Severity.ERROR, "dma-overcommit", host.name, vm.name,
-                                 f"{vm.name} has direct-assigned devices but its memory is overcommitted"))
-            for flag in vm_flags(vm, host):
-                out.append(Alert(Severity.WARNING, "placement", host.name, vm.name, f"{vm.name}: {flag}"))
+        flags = host_flags(host, vms)
+        out += flags
+        by_name = {vm.name: vm for vm in vms}
+        holders = dict.fromkeys(n for a in flags if a.kind == "cell-overcommitted" for n in a.vms)
+        for name in holders:
+            if by_name[name].devices:
+                out.append(Alert(Severity.ERROR, "dma-overcommit", host.name, name,
+                                 f"{name} has direct-assigned devices but its memory is overcommitted", (name,)))
     for (host_name, address), text in sorted(device_flags(inv).items()):
         severity = Severity.ERROR if text.startswith("claimed") else Severity.WARNING
         out.append(Alert(severity, "device", host_name, address, f"{address} on {host_name}: {text}"))
@@ -132,5 +224,5 @@ def alerts(inv: Inventory) -> tuple[Alert, ...]:
         if r.rpo_violated:
             lag = "unknown" if r.lag_s is None else f"{r.lag_s:.0f}s"
             out.append(Alert(Severity.ERROR, "rpo", r.primary_host, r.vm,
-                             f"{r.vm}/{r.disk} replica lag {lag} exceeds its RPO of {r.rpo_s:.0f}s"))
+                             f"{r.vm}/{r.disk} replica lag {lag} exceeds its RPO of {r.rpo_s:.0f}s", (r.vm,)))
     return tuple(sorted(out, key=lambda a: a.severity is not Severity.ERROR))

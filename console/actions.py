@@ -24,6 +24,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("vms", "2", "VMs view"),
     Action("devices", "3", "Devices view"),
     Action("replication", "4", "Replication view"),
+    Action("jobs", "5", "Jobs view"),
     Action("command", "colon", "Command palette", footer=False),
     Action("filter", "slash", "Filter this list", footer=False),
     Action("help", "question_mark", "Keys"),
@@ -37,6 +38,10 @@ ACTIONS: tuple[Action, ...] = (
     Action("vm_reboot", "R", "Reboot VM", scope="vms", destructive=True),
     Action("vm_force_off", "F", "Force off VM", scope="vms", destructive=True),
     Action("vm_pause", "P", "Pause / resume VM", scope="vms"),
+    Action("vm_migrate", "M", "Migrate VM to another host", scope="vms"),
+    Action("vm_rebalance", "N", "Rebalance a vNUMA cell", scope="vms"),
+    Action("device_handoff", "H", "Hand off device", scope="devices"),
+    Action("job_cancel", "x", "Cancel job", scope="jobs", destructive=True),
 )
 
 SCOPES = {a.scope for a in ACTIONS}

@@ -5,20 +5,21 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import App
 
-from backends.base import Backend, Change
+from backends.base import Backend, Change, Operation
 from backends.errors import HvcError
 from backends.models import Inventory, Job, JobEvent, JobResult, Outcome, Vm
-from backends.requests import LifecycleAction, LifecycleRequest
+from backends.requests import LifecycleAction, LifecycleRequest, Request
 from backends.usage import cpu_use
 from console.actions import IDS, bindings
 from console.jobs import JobRunner
-from console.messages import BackendFailed, InventoryUpdated, JobFinished
+from console.messages import BackendFailed, InventoryUpdated, JobFinished, JobProgressed
 from console.palette import ActionCommands
 from console.screens.base import InventoryScreen
 from console.screens.devices import DevicesScreen
 from console.screens.dialogs import ConfirmScreen, HelpScreen
 from console.screens.fleet import FleetScreen
 from console.screens.host import HostScreen
+from console.screens.jobs import JobsScreen
 from console.screens.replication import ReplicationScreen
 from console.screens.vms import VmsScreen
 
@@ -33,6 +34,7 @@ class HvcApp(App[None]):
         "vms": VmsScreen,
         "devices": DevicesScreen,
         "replication": ReplicationScreen,
+        "jobs": JobsScreen,
     }
     DEFAULT_MODE = "fleet"
     BINDINGS = bindings("app")
@@ -106,6 +108,9 @@ class HvcApp(App[None]):
     def action_replication(self) -> None:
         self.switch_mode("replication")
 
+    def action_jobs(self) -> None:
+        self.switch_mode("jobs")
+
     def action_refresh(self) -> None:
         self.poll()
 
@@ -125,13 +130,17 @@ class HvcApp(App[None]):
     # -- operations --------------------------------------------------------------------
 
     def lifecycle(self, vm: Vm, action: LifecycleAction) -> None:
-        """Check, confirm if destructive, then run as a job; refusals reach the status line."""
+        question = f"{action.value.capitalize()} {vm.name} on {vm.host}?" if action.destructive else None
+        self.operate(LifecycleRequest(vm.name, action, host=vm.host), question)
+
+    def operate(self, request: Request, question: str | None = None) -> None:
+        """Check the request, show what will happen when asked to, then run it as a job."""
         try:
-            op = self.backend.prepare(LifecycleRequest(vm.name, action, host=vm.host))
+            op = self.backend.prepare(request)
         except HvcError as exc:
             self._status(exc.one_line(), error=True)
             return
-        if not action.destructive:
+        if question is None:
             self._start(op)
             return
 
@@ -139,22 +148,30 @@ class HvcApp(App[None]):
             if yes:
                 self._start(op)
             else:
-                self._status(f"{action.value} {vm.name}: not done")
+                self._status(f"{op.job.description}: not done")
 
-        self.push_screen(ConfirmScreen(f"{action.value.capitalize()} {vm.name} on {vm.host}?",
-                                       "The guest stops serving while this runs."), answered)
+        self.push_screen(ConfirmScreen(question, f"{op.job.description}\nphases: {' → '.join(op.job.phases)}"),
+                         answered)
 
-    def _start(self, op: object) -> None:
+    def _start(self, op: Operation) -> None:
         try:
-            record = self.jobs.start(op)  # type: ignore[arg-type]
+            record = self.jobs.start(op)
         except HvcError as exc:
             self._status(exc.one_line(), error=True)
             return
-        self._status(f"{record.job.id}: {record.job.description}…")
+        self._status(f"{record.job.id}: {record.job.description}… (5 shows jobs)")
 
     def _job_event(self, job: Job, event: JobEvent) -> None:
+        """From job threads: progress coalesces per job; the end is its own message."""
         if isinstance(event, JobResult):
             self.post_message(JobFinished(job, event))
+        else:
+            self.post_message(JobProgressed(job))
+
+    @on(JobProgressed)
+    def _job_progressed(self, _message: JobProgressed) -> None:
+        if isinstance(self.screen, JobsScreen):
+            self.screen.show_jobs()
 
     @on(JobFinished)
     def _job_finished(self, message: JobFinished) -> None:
@@ -163,6 +180,8 @@ class HvcApp(App[None]):
             self._status(f"{job.id}: {job.description} — done in {result.duration_s:.1f}s")
         else:
             self._status(f"{job.id}: {job.description} — {result.outcome.value}: {result.reason}", error=True)
+        if isinstance(self.screen, JobsScreen):
+            self.screen.show_jobs()
         self.poll()
 
     def _status(self, text: str, error: bool = False) -> None:

@@ -14,7 +14,7 @@ from backends.errors import BadInput, HvcError
 VERSION = "0.1.0"
 
 
-def _backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every command shares; accepted before and after the command name."""
     options = [
         click.option("-c", "--connect", "connect", multiple=True, metavar="URI",
@@ -32,7 +32,7 @@ def _backend_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _merged(ctx: click.Context, **local: Any) -> dict[str, Any]:
+def merged(ctx: click.Context, **local: Any) -> dict[str, Any]:
     """Options given on the group, extended or overridden by the subcommand's."""
     merged = dict(ctx.obj or {})
     for key, value in local.items():
@@ -43,7 +43,7 @@ def _merged(ctx: click.Context, **local: Any) -> dict[str, Any]:
     return merged
 
 
-def _open(opts: dict[str, Any], *, live: bool = False) -> Any:
+def open_backend_from(opts: dict[str, Any], *, live: bool = False) -> Any:
     """The backend the options pick; ``live`` runs a simulator on wall-clock time (the console)."""
     from backends.open import open_backend
     from backends.sim.clock import ScaledClock
@@ -55,12 +55,12 @@ def _open(opts: dict[str, Any], *, live: bool = False) -> Any:
         config.resolve(tuple(opts.get("connect", ()))),
         fleet=opts.get("fleet"), scale=opts.get("scale"), demo=bool(opts.get("demo")),
         read_only=bool(opts.get("read_only")) or config.read_only,
-        clock=ScaledClock() if live else None,
+        clock=ScaledClock(opts.get("speed") or 1.0) if live else None,
     )
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@_backend_options
+@backend_options
 @click.version_option(VERSION, "--version", prog_name="hvc")
 @click.pass_context
 def cli(ctx: click.Context, **opts: Any) -> None:
@@ -69,33 +69,43 @@ def cli(ctx: click.Context, **opts: Any) -> None:
     With no command, opens the console: on the libvirt hosts given with -c, or on the
     embedded simulated datacenter.
     """
-    ctx.obj = _merged(ctx, **opts)
+    ctx.obj = merged(ctx, **opts)
     if ctx.invoked_subcommand is None:
         _console(ctx.obj)
 
 
 @cli.command()
-@_backend_options
+@backend_options
 @click.pass_context
 def demo(ctx: click.Context, **opts: Any) -> None:
     """Open the console on the embedded simulated datacenter."""
-    merged = _merged(ctx, **opts)
-    if not merged.get("connect") and not merged.get("fleet") and not merged.get("scale"):
-        merged["demo"] = True
-    _console(merged)
+    options = merged(ctx, **opts)
+    if not options.get("connect") and not options.get("fleet") and not options.get("scale"):
+        options["demo"] = True
+    _console(options)
 
 
 @cli.command()
-@_backend_options
+@backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def inventory(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     """Print hosts, NUMA cells, VMs, devices and disk chains."""
-    backend = _open(_merged(ctx, **opts))
+    backend = open_backend_from(merged(ctx, **opts))
     try:
         _print_inventory(backend, as_json)
     finally:
         backend.close()
+
+
+def _add_operations() -> None:
+    from console.cli_ops import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_operations()
 
 
 @cli.group()
@@ -149,7 +159,7 @@ def _print_inventory(backend: Any, as_json: bool) -> None:
 
 def _console(opts: dict[str, Any]) -> None:
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    backend = _open(opts, live=interactive)
+    backend = open_backend_from(opts, live=interactive)
     if not interactive:
         click.echo("hvc: no terminal attached; printing the inventory instead of the console", err=True)
         try:

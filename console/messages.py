@@ -33,3 +33,14 @@ class JobFinished(Message):
         super().__init__()
         self.job = job
         self.result = result
+
+
+class JobProgressed(Message):
+    """A job emitted an event; coalesces per job, since the record holds every event."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__()
+        self.job = job
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, JobProgressed) and message.job.id == self.job.id

@@ -1,4 +1,8 @@
-"""The NUMA map's key: VM letters and colours, the VM legend, the flags and the distance table."""
+"""The NUMA map's key: VM letters and colours, the VM legend, the flags and the distance table.
+
+The flags themselves come from ``backends.analysis.host_flags``, so the map, the alerts and the
+command line word the same problems the same way; this module only draws them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from backends.analysis import Alert, Severity
 from backends.models import Host, Vm
 from backends.units import format_cpuset, format_kib
 from widgets.text import vm_state
@@ -27,12 +32,6 @@ class Mark:
 
     letter: str
     colour: str
-
-
-@dataclass(frozen=True, slots=True)
-class Flag:
-    error: bool  # red when true, yellow otherwise
-    text: str
 
 
 def _order(vm: Vm) -> tuple[int, int, str]:
@@ -56,77 +55,26 @@ def assign_marks(vms: Iterable[Vm], previous: Mapping[str, Mark] | None = None) 
     return out
 
 
-def cpu_owners(vms: Iterable[Vm]) -> dict[int, list[str]]:
-    """Host CPU → the active VMs with a vCPU pinned there, in VM order."""
-    owners: dict[int, list[str]] = {}
-    for vm in vms:
-        if vm.active:
-            for cpu in vm.pinned_cpus():
-                owners.setdefault(cpu, []).append(vm.name)
-    return owners
-
-
 def cells_text(cells: Iterable[int]) -> str:
     ids = sorted(set(cells))
     return f"cell{'s' if len(ids) > 1 else ''} {','.join(map(str, ids))}"
 
 
-def numa_flags(host: Host, vms: Sequence[Vm], marks: Mapping[str, Mark]) -> list[Flag]:
-    """Placement problems on one host, errors first: what an operator must not miss."""
-    cpu_cell = {cpu.id: cell.id for cell in host.numa for cpu in cell.cpus}
-    cell_ids = {cell.id for cell in host.numa}
-    errors: list[Flag] = []
-    warnings: list[Flag] = []
-    used: dict[int, int] = {}
-    for vm in (v for v in vms if v.active):
-        placed = vm.memory_by_cell() or {}
-        for cid, kib in placed.items():
-            used[cid] = used.get(cid, 0) + kib
-        for node in vm.vnuma:
-            if len(set(node.backing_cells)) > 1:
-                shares = " + ".join(f"{format_kib(s.memory_kib)} on {s.cell}" for s in node.backing)
-                warnings.append(Flag(False, f"{vm.name}: vNUMA cell v{node.id} split across "
-                                            f"{cells_text(node.backing_cells)} ({shares})"))
-        if not host.numa:
-            continue
-        vcpu_cells = {cpu_cell[c] for c in vm.pinned_cpus() if c in cpu_cell}
-        remote = {c: kib for c, kib in placed.items() if kib and c not in vcpu_cells}
-        if vcpu_cells and remote:
-            where = ", ".join(f"{format_kib(kib)} on cell {c}" for c, kib in sorted(remote.items()))
-            warnings.append(Flag(False, f"{vm.name}: memory remote from vCPUs — {where}, "
-                                        f"vCPUs on {cells_text(vcpu_cells)}"))
-        stray_cpus = [c for c in vm.pinned_cpus() if c not in cpu_cell]
-        stray_cells = [c for c in placed if c not in cell_ids]
-        if stray_cpus or stray_cells:
-            what = [f"CPUs {format_cpuset(stray_cpus)}"] if stray_cpus else []
-            what += [cells_text(stray_cells)] if stray_cells else []
-            warnings.append(Flag(False, f"{vm.name}: uses {' and '.join(what)}, which the host does not report"))
-    for cell in host.numa:
-        if used.get(cell.id, 0) > cell.memory_kib:
-            errors.append(Flag(True, f"cell {cell.id} overcommitted: VMs hold {format_kib(used[cell.id])} "
-                                     f"of {format_kib(cell.memory_kib)} "
-                                     f"(+{format_kib(used[cell.id] - cell.memory_kib)})"))
-    shared: dict[tuple[str, ...], list[int]] = {}
-    for cpu, names in sorted(cpu_owners(vms).items()):
-        if len(names) > 1:
-            shared.setdefault(tuple(names), []).append(cpu)
-    for sharers, cpus in shared.items():
-        who = " and ".join(f"{marks[n].letter} {n}" if n in marks else n for n in sharers)
-        plural = "s" if len(cpus) > 1 else ""
-        errors.append(Flag(True, f"CPU{plural} {format_cpuset(cpus)} overcommitted: pinned by {who}"))
-    return errors + warnings
-
-
-def flags_text(flags: Sequence[Flag], topology: bool = True) -> Text:
+def flags_text(flags: Sequence[Alert], marks: Mapping[str, Mark], topology: bool = True) -> Text:
+    """The host's placement alerts (``backends.analysis.host_flags``), each led by the marks of its VMs."""
     if not flags:
         if not topology:
             return Text("placement cannot be checked without the host's NUMA topology", style="dim")
         return Text("✓ no NUMA placement problems", style="green")
     out = Text()
     for i, flag in enumerate(flags):
+        colour = "red" if flag.severity is Severity.ERROR else "yellow"
         out.append("\n" if i else "")
-        out.append("✖ " if flag.error else "▲ ", style="bold red" if flag.error else "bold yellow")
-        out.append(flag.text, style="red" if flag.error else "yellow")
+        out.append("✖ " if flag.severity is Severity.ERROR else "▲ ", style=f"bold {colour}")
+        for mark in dict.fromkeys(marks[name] for name in flag.vms if name in marks):
+            out.append(mark.letter, style=f"bold reverse {mark.colour}")
+            out.append(" ")
+        out.append(flag.message, style=colour)
     return out
 
 

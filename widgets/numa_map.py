@@ -18,21 +18,10 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from backends.analysis import Alert, Severity, cpu_owners, host_flags, overcommitted_cells
 from backends.models import Host, HostState, NumaCell, Vm
 from backends.units import format_kib
-from widgets.numa_legend import (
-    LETTERS,
-    OVERFLOW,
-    Flag,
-    Mark,
-    assign_marks,
-    cpu_owners,
-    distances,
-    flags_text,
-    key_text,
-    legend,
-    numa_flags,
-)
+from widgets.numa_legend import LETTERS, OVERFLOW, Mark, assign_marks, distances, flags_text, key_text, legend
 
 MIN_BOX = 54  # narrowest cell box before the cells stack one per row
 GAP = 1  # columns between boxes
@@ -48,6 +37,8 @@ class MapState:
     selected: str | None = None
     owners: dict[int, list[str]] = field(default_factory=dict)
     memory: dict[int, list[tuple[str, int]]] = field(default_factory=dict)  # cell → (VM, KiB)
+    flags: tuple[Alert, ...] = ()  # the host's placement problems, from backends.analysis
+    overcommitted: frozenset[int] = frozenset()  # cells holding more VM memory than they have
 
 
 def map_state(host: Host, vms: Sequence[Vm], selected: str | None = None,
@@ -59,14 +50,14 @@ def map_state(host: Host, vms: Sequence[Vm], selected: str | None = None,
         for cell, kib in sorted((vm.memory_by_cell() or {}).items()):
             if kib > 0:
                 memory.setdefault(cell, []).append((vm.name, kib))
-    return MapState(host, tuple(vms), marks, selected, cpu_owners(active), memory)
+    return MapState(host, tuple(vms), marks, selected, cpu_owners(active), memory, host_flags(host, vms),
+                    frozenset(overcommitted_cells(host, vms)))
 
 
 def render_map(state: MapState, width: int) -> RenderableType:
     """The whole map laid out for ``width`` columns."""
     host = state.host
-    flags = numa_flags(host, state.vms, state.marks)
-    parts: list[RenderableType] = [_header(host, flags, width)]
+    parts: list[RenderableType] = [_header(host, state.flags, width)]
     if not host.numa:
         parts.append(Panel(Text("this host reports no NUMA topology", style="yellow"), box=box.ROUNDED,
                            border_style="dim", width=min(width, 60)))
@@ -78,7 +69,7 @@ def render_map(state: MapState, width: int) -> RenderableType:
         parts += [key_text()] if host.numa else []
     else:
         parts.append(Text("no VMs on this host", style="dim"))
-    flag_block = Group(Text("flags", style="bold"), flags_text(flags, bool(host.numa)))
+    flag_block = Group(Text("flags", style="bold"), flags_text(state.flags, state.marks, bool(host.numa)))
     if len(host.numa) < 2:
         parts += [Text(""), flag_block]
     elif width >= 100:
@@ -92,10 +83,10 @@ def render_map(state: MapState, width: int) -> RenderableType:
     return Group(*parts)
 
 
-def _header(host: Host, flags: Sequence[Flag], width: int) -> Text:
+def _header(host: Host, flags: Sequence[Alert], width: int) -> Text:
     text = Text(host.name, style="bold")
     if flags:
-        errors = any(f.error for f in flags)
+        errors = any(f.severity is Severity.ERROR for f in flags)
         text.append(f" {'✖' if errors else '▲'} {len(flags)} flag{'s' if len(flags) > 1 else ''}",
                     style="bold red" if errors else "bold yellow")
     if host.state is HostState.LOST:
@@ -129,7 +120,7 @@ def _cell_panel(state: MapState, cell: NumaCell, body: list[Text], width: int) -
     sockets = sorted({c.socket for c in cell.cpus if c.socket is not None})
     socket = ("socket " + ",".join(map(str, sockets))) if sockets else "socket ?"
     title = Text(f"cell {cell.id} · {socket} · {len(cell.cpus)} CPUs", style="bold default")
-    over = sum(k for _, k in state.memory.get(cell.id, [])) > cell.memory_kib
+    over = cell.id in state.overcommitted
     if over:
         title.append(" · overcommitted", style="bold red")
     return Panel(Group(*body), title=title, title_align="left", box=box.ROUNDED, width=width,

@@ -23,16 +23,21 @@ from backends.models import (
     Site,
     Vm,
 )
-from backends.requests import LifecycleRequest, Request
+from backends.requests import HandoffRequest, LifecycleRequest, MigrateRequest, RebalanceRequest, Request
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
+from backends.sim.migrate import SimMigrate
 from backends.sim.ops import SimLifecycle
+from backends.sim.rebalance import SimRebalance
 from backends.sim.spec import FleetSpec, HostSpec
 
 
 class SimBackend(Backend):
     name = "sim"
-    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE})
+    capabilities = frozenset({
+        Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
+        Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
+    })
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
         super().__init__(read_only=read_only)
@@ -50,6 +55,14 @@ class SimBackend(Backend):
     def _prepare(self, request: Request) -> Operation:
         if isinstance(request, LifecycleRequest):
             return SimLifecycle(self, request)
+        if isinstance(request, MigrateRequest):
+            return SimMigrate(self, request)
+        if isinstance(request, RebalanceRequest):
+            return SimRebalance(self, request)
+        if isinstance(request, HandoffRequest):
+            from backends.sim.handoff_op import SimHandoff
+
+            return SimHandoff(self, request)
         return super()._prepare(request)
 
     def refresh(self) -> Inventory:

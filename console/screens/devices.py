@@ -9,8 +9,11 @@ from textual.widgets import Static
 
 from backends.analysis import device_flags
 from backends.models import Inventory, OwnerKind
+from backends.requests import HandoffRequest
 from console.actions import bindings
+from console.choices import handoff_targets
 from console.screens.base import InventoryScreen
+from console.screens.picker import PickerScreen
 from widgets.device_tree import DeviceTree
 
 
@@ -44,6 +47,21 @@ class DevicesScreen(InventoryScreen):
             f" {len(devices)} shown · {assigned} assigned to VMs · ",
             (f"{len(flags)} in conflict", "red" if flags else "green"),
         ))
+
+    def action_device_handoff(self) -> None:
+        node, inv = self.query_one(DeviceTree).cursor_node, self.hvc.inventory
+        device = node.data if node is not None else None
+        if device is None or inv is None:
+            self.set_status("pick a device first")
+            return
+
+        def chosen(target: str | None) -> None:
+            if target:
+                self.hvc.operate(HandoffRequest(device.address, target, host=device.host),
+                                 f"Hand {device.address} ({device.owner}) to {target}?")
+
+        self.app.push_screen(PickerScreen(f"Hand {device.address} on {device.host} to…",
+                                          handoff_targets(self.hvc.backend, inv, device)), chosen)
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text

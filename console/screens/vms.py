@@ -9,9 +9,11 @@ from textual.widgets import DataTable
 
 from backends.analysis import vm_flags
 from backends.models import Inventory, Vm
-from backends.requests import LifecycleAction
+from backends.requests import LifecycleAction, MigrateRequest, RebalanceRequest
 from console.actions import bindings
+from console.choices import migration_targets, rebalance_targets
 from console.screens.base import InventoryScreen
+from console.screens.picker import PickerScreen
 from widgets.vm_detail import VmDetail
 from widgets.vm_table import VmTable
 
@@ -65,7 +67,8 @@ class VmsScreen(InventoryScreen):
         host = inv.host(vm.host) if vm else None
         chains = [c for c in inv.chains if vm and c.vm == vm.name and c.host == vm.host]
         replicas = [r for r in inv.replicas if vm and r.vm == vm.name]
-        self.query_one(VmDetail).show(vm, host, chains, replicas, vm_flags(vm, host) if vm else [])
+        flags = vm_flags(vm, host, inv.vms_on(vm.host)) if vm else []
+        self.query_one(VmDetail).show(vm, host, chains, replicas, flags)
 
     def action_sort(self) -> None:
         self.sort = (self.sort + 1) % len(SORTS)
@@ -88,6 +91,32 @@ class VmsScreen(InventoryScreen):
 
     def action_vm_force_off(self) -> None:
         self._lifecycle(LifecycleAction.FORCE_OFF)
+
+    def action_vm_migrate(self) -> None:
+        vm, inv = self.selected(), self.hvc.inventory
+        if vm is None or inv is None:
+            return
+
+        def chosen(host: str | None) -> None:
+            if host:
+                self.hvc.operate(MigrateRequest(vm.name, host), f"Live-migrate {vm.name} to {host}?")
+
+        self.app.push_screen(PickerScreen(f"Migrate {vm.name} from {vm.host} to…", migration_targets(inv, vm)),
+                             chosen)
+
+    def action_vm_rebalance(self) -> None:
+        vm, inv = self.selected(), self.hvc.inventory
+        if vm is None or inv is None:
+            return
+
+        def chosen(value: str | None) -> None:
+            if value:
+                node, cell = (int(x) for x in value.split(":"))
+                self.hvc.operate(RebalanceRequest(vm.name, node, to_cell=cell),
+                                 f"Move vNUMA cell {node} of {vm.name} to cell {cell}?")
+
+        choices = rebalance_targets(self.hvc.backend, inv, vm)
+        self.app.push_screen(PickerScreen(f"Rebalance {vm.name}: move a vNUMA cell's memory to…", choices), chosen)
 
     def action_vm_pause(self) -> None:
         vm = self.selected()

@@ -100,10 +100,10 @@ def test_chains_and_replicas(spec: FleetSpec) -> None:
 
 def test_operations_are_refused_with_typed_errors(spec: FleetSpec) -> None:
     backend = SimBackend(spec)
-    assert backend.supports(Capability.INVENTORY)
+    assert backend.supports(Capability.MIGRATE)
+    backend.capabilities = frozenset({Capability.INVENTORY})  # as a backend without migration
     with pytest.raises(Unsupported, match="cannot migrate"):
         backend.prepare(MigrateRequest("web-01", "fra-hv02"))
-    backend.capabilities = frozenset({Capability.MIGRATE})
     read_only = SimBackend(spec, read_only=True)
     read_only.capabilities = frozenset({Capability.MIGRATE})
     with pytest.raises(ReadOnly, match="read-only"):

@@ -184,8 +184,8 @@ def test_split_vnuma_cell_and_remote_memory_are_flagged() -> None:
         VNumaCell(1, (2, 3), 16 * GIB, (CellShare(0, 8 * GIB), CellShare(1, 8 * GIB))),
     )
     out = text(two_socket(), [vm("replica", vnuma=split, vcpus=4), vm("analytics", 64, on=1, pins=[0, 1])])
-    assert "replica: vNUMA cell v1 split across cells 0,1 (8.0G on 0 + 8.0G on 1)" in out
-    assert "analytics: memory remote from vCPUs — 64.0G on cell 1, vCPUs on cell 0" in out
+    assert "▲ B replica: vNUMA cell v1 split across cells 0,1 (8.0G on 0 + 8.0G on 1)" in out
+    assert "▲ A analytics: memory remote from vCPUs — 64.0G on cell 1, vCPUs on cell 0" in out
     assert "▲ 2 flags" in out.splitlines()[0]
     local = text(two_socket(), [vm("analytics", 64, on=0, pins=[0, 1])])
     assert "remote" not in local and "flag" not in local.splitlines()[0]
@@ -194,19 +194,33 @@ def test_split_vnuma_cell_and_remote_memory_are_flagged() -> None:
 def test_two_vms_pinned_to_one_cpu_are_flagged_as_overcommitted() -> None:
     out = text(two_socket(), [vm("a", pins=[4, 5]), vm("b", pins=[5, 6])])
     assert grid_of(out, "cell 0")["0-15"] == "····A!B·········"
-    assert "CPU 5 overcommitted: pinned by A a and B b" in out
+    assert "✖ A B hv1 CPU 5 is overcommitted: pinned by a and b" in out  # each VM led by its letter
     assert "✖ 1 flag" in out.splitlines()[0]
 
 
 def test_a_cell_holding_more_vm_memory_than_it_has_is_overcommitted() -> None:
     h = host(cell(0, range(8), 128, 0, cells=1))
     out = text(h, [vm("x", 96), vm("y", 40), vm("off", 64, state=VmState.SHUTOFF)])
-    assert "cell 0 overcommitted: VMs hold 136G of 128G (+8.0G)" in out
+    assert "✖ A B hv1 cell 0 is overcommitted by 8.0G: VMs hold 136G of 128G" in out
     assert "cell 0 · socket 0 · 8 CPUs · overcommitted" in out
     assert "VMs 136G > 128G" in out
     bar = next(line for line in block(out, "cell 0") if line.startswith("mem"))
     assert bar.endswith("▓") and "B" in bar and "off" not in bar
     assert re.search(r"-\s+off\s+shutoff", out)  # listed, but without a letter
+
+
+def test_known_memory_over_a_cell_is_overcommitted_beside_a_vm_of_unknown_placement() -> None:
+    h = host(cell(0, range(8), 128, 0, cells=1))
+    out = text(h, [vm("x", 96), vm("y", 40), vm("mystery", 16, on=None)])
+    assert ("✖ A B hv1 cell 0 is overcommitted by at least 8.0G: VMs hold 136G of 128G, "
+            "not counting 1 VM of unknown placement") in out.replace("\n", " ")
+    assert "cell 0 · socket 0 · 8 CPUs · overcommitted" in out
+
+
+def test_cpus_the_host_does_not_report_are_flagged() -> None:
+    out = text(two_socket(), [vm("ghost", 8, on=0, pins=[0, 99])])
+    assert "▲ A ghost: uses CPU 99, which the host does not report" in out
+    assert "▲ 1 flag" in out.splitlines()[0]
 
 
 def test_no_numa_topology_is_said_not_invented() -> None:
