@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
@@ -81,6 +82,13 @@ class InventoryScreen(Screen[None]):
         status = self.query_one("#status", Static)
         status.update(text)
         status.set_class(error, "-error")
+
+
+def pane(pane_id: str, title: str) -> Vertical:
+    """A bordered, titled region of a view (``with pane(...): yield widget``)."""
+    box = Vertical(id=pane_id, classes="pane")
+    box.border_title = title
+    return box
 
 
 def summary(inv: Inventory, title: str, app: HvcApp) -> Text:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Static
 
 from backends.analysis import device_flags
@@ -12,7 +11,7 @@ from backends.models import Inventory, OwnerKind
 from backends.requests import HandoffRequest
 from console.actions import bindings
 from console.choices import handoff_targets
-from console.screens.base import InventoryScreen
+from console.screens.base import InventoryScreen, pane
 from console.screens.picker import PickerScreen
 from widgets.device_tree import DeviceTree
 
@@ -27,8 +26,7 @@ class DevicesScreen(InventoryScreen):
         self.filter_text = ""
 
     def compose_body(self) -> ComposeResult:
-        with Vertical(id="devices-pane", classes="pane") as pane:
-            pane.border_title = "PCI devices by host and IOMMU group"
+        with pane("devices-pane", "PCI devices by host and IOMMU group"):
             yield DeviceTree(id="devices")
         yield Static(id="device-legend")
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from backends.analysis import Severity, alerts
 from backends.models import Inventory
 from console.actions import bindings
-from console.screens.base import InventoryScreen
+from console.screens.base import InventoryScreen, pane
 from widgets.host_list import HostList
 
 MAX_ALERTS = 12
@@ -23,11 +22,9 @@ class FleetScreen(InventoryScreen):
     TITLE_TEXT = "Fleet"
 
     def compose_body(self) -> ComposeResult:
-        with Vertical(id="hosts-pane", classes="pane") as pane:
-            pane.border_title = "Hosts"
+        with pane("hosts-pane", "Hosts"):
             yield HostList(id="hosts")
-        with Vertical(id="alerts-pane", classes="pane") as pane:
-            pane.border_title = "Alerts"
+        with pane("alerts-pane", "Alerts"):
             yield Static(id="alerts")
 
     def show(self, inv: Inventory) -> None:

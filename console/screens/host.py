@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 
 from backends.local import is_local, local_stats
 from backends.models import Inventory
 from console.actions import bindings
-from console.screens.base import InventoryScreen
+from console.screens.base import InventoryScreen, pane
 from widgets.host_card import HostCard
 from widgets.numa_map import NumaMap
 
@@ -24,8 +23,7 @@ class HostScreen(InventoryScreen):
         self.host_name = host
 
     def compose_body(self) -> ComposeResult:
-        with Vertical(id="numa-pane", classes="pane") as pane:
-            pane.border_title = self.host_name
+        with pane("numa-pane", self.host_name):
             yield NumaMap(id="numa")
         yield HostCard(id="local")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import DataTable
 
 from backends.models import Inventory, PhaseChanged, Progress
 from console.actions import bindings
-from console.screens.base import InventoryScreen
+from console.screens.base import InventoryScreen, pane
 from widgets.job_detail import JobDetail
 from widgets.job_table import JobTable
 
@@ -20,11 +19,9 @@ class JobsScreen(InventoryScreen):
     TITLE_TEXT = "Jobs"
 
     def compose_body(self) -> ComposeResult:
-        with Vertical(id="jobs-pane", classes="pane") as pane:
-            pane.border_title = "Jobs"
+        with pane("jobs-pane", "Jobs"):
             yield JobTable(id="jobs")
-        with Vertical(id="job-pane", classes="pane") as pane:
-            pane.border_title = "Job"
+        with pane("job-pane", "Job"):
             yield JobDetail(id="job")
 
     def show(self, inv: Inventory) -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import DataTable
 
 from backends.models import Inventory, LayerState
 from console.actions import bindings
-from console.screens.base import InventoryScreen
+from console.screens.base import InventoryScreen, pane
 from widgets.chain_view import ChainView
 from widgets.keyed_table import Cell, KeyedTable
 
@@ -26,11 +25,9 @@ class ReplicationScreen(InventoryScreen):
     TITLE_TEXT = "Replication"
 
     def compose_body(self) -> ComposeResult:
-        with Vertical(id="replicas-pane", classes="pane") as pane:
-            pane.border_title = "Replicated disks"
+        with pane("replicas-pane", "Replicated disks"):
             yield ReplicaTable(id="replicas")
-        with Vertical(id="chain-pane", classes="pane") as pane:
-            pane.border_title = "Chain at primary and replica"
+        with pane("chain-pane", "Chain at primary and replica"):
             yield ChainView(id="chain")
 
     def show(self, inv: Inventory) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import DataTable
 
 from backends.analysis import vm_flags
@@ -12,7 +11,7 @@ from backends.models import Inventory, Vm
 from backends.requests import LifecycleAction, MigrateRequest, RebalanceRequest
 from console.actions import bindings
 from console.choices import migration_targets, rebalance_targets
-from console.screens.base import InventoryScreen
+from console.screens.base import InventoryScreen, pane
 from console.screens.picker import PickerScreen
 from widgets.vm_detail import VmDetail
 from widgets.vm_table import VmTable
@@ -30,11 +29,9 @@ class VmsScreen(InventoryScreen):
         self.sort = 0
 
     def compose_body(self) -> ComposeResult:
-        with Vertical(id="vms-pane", classes="pane") as pane:
-            pane.border_title = "VMs"
+        with pane("vms-pane", "VMs"):
             yield VmTable(id="vms")
-        with Vertical(id="detail-pane", classes="pane") as pane:
-            pane.border_title = "Detail"
+        with pane("detail-pane", "Detail"):
             yield VmDetail(id="detail")
 
     def show(self, inv: Inventory) -> None:
