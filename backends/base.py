@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, ClassVar
 
 from backends.errors import BadInput, NotFound, ReadOnly, Unsupported
 from backends.models import Inventory, Job, JobEvent, JobKind, JobResult, Vm
@@ -158,8 +159,14 @@ class Backend(ABC):
             )
         return self._prepare(request)
 
+    # Request type → the Operation class that checks and runs it, per backend.
+    operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {}
+
     def _prepare(self, request: Request) -> Operation:
-        raise Unsupported(f"the {self.name} backend cannot {request.kind.value}")
+        make = self.operations.get(type(request))
+        if make is None:
+            raise Unsupported(f"the {self.name} backend cannot {request.kind.value}")
+        return make(self, request)
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections and threads; the backend is unusable afterwards."""

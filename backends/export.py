@@ -17,10 +17,12 @@ def inventory_to_dict(inv: Inventory, capabilities: frozenset[str] = frozenset()
         "vms": [asdict(v) for v in inv.vms],
         "devices": [asdict(d) for d in inv.devices],
         "chains": [asdict(c) for c in inv.chains],
-        "replicas": [
-            {**asdict(r), "rpo_violated": r.rpo_violated} for r in inv.replicas
-        ],
+        "replicas": replicas_to_list(inv),
     }
+
+
+def replicas_to_list(inv: Inventory) -> list[dict[str, Any]]:
+    return [{**asdict(r), "rpo_violated": r.rpo_violated} for r in inv.replicas]
 
 
 def host_to_dict(h: Host) -> dict[str, Any]:

@@ -56,4 +56,24 @@ class LifecycleRequest:
     kind = JobKind.LIFECYCLE
 
 
-Request = MigrateRequest | HandoffRequest | RebalanceRequest | LifecycleRequest
+@dataclass(frozen=True, slots=True)
+class ReplicateRequest:
+    """Enable replication to a recovery host or site (``to``), or sync an existing link (``to`` None)."""
+
+    vm: str
+    to: str | None = None
+    rpo_s: float = 300.0
+    kind = JobKind.REPLICATE
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverRequest:
+    """Start the VM at its recovery site: on a throwaway overlay (test), or for real (planned)."""
+
+    vm: str
+    test: bool = True
+    kind = JobKind.FAILOVER
+
+
+Request = (MigrateRequest | HandoffRequest | RebalanceRequest | LifecycleRequest | ReplicateRequest
+           | FailoverRequest)

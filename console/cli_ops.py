@@ -9,13 +9,21 @@ from typing import Any
 import click
 
 from backends.requests import (
+    FailoverRequest,
     HandoffRequest,
     LifecycleAction,
     LifecycleRequest,
     MigrateRequest,
     RebalanceRequest,
+    ReplicateRequest,
     Request,
 )
+
+
+def _backend_only(func: Callable[..., Any]) -> Callable[..., Any]:
+    from console.cli import backend_options
+
+    return backend_options(func)
 
 
 def _operation_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -87,6 +95,62 @@ def rebalance(ctx: click.Context, vm: str, vnode: int, to_cell: int | None, size
     _run(ctx, opts, RebalanceRequest(vm, vnode, to_cell, parse_size_kib(size) if size else None))
 
 
+@click.command()
+@click.argument("vm")
+@click.option("--to", "to", default=None, metavar="HOST|SITE",
+              help="Start replicating to this recovery host or site; without it, sync the existing replica.")
+@click.option("--rpo", "rpo_s", type=click.FloatRange(min=1), default=300.0, metavar="SECONDS",
+              help="Recovery point objective for a new replica.")
+@_operation_options
+@click.pass_context
+def replicate(ctx: click.Context, vm: str, to: str | None, rpo_s: float, **opts: Any) -> None:
+    """Ship VM's disk chain to its recovery site: missing layers, then new writes."""
+    _run(ctx, opts, ReplicateRequest(vm, to, rpo_s))
+
+
+@click.command()
+@click.argument("vm")
+@click.option("--test/--planned", "test", default=True,
+              help="--test: start a copy on a throwaway overlay (default); --planned: move it for real.")
+@click.option("--yes", is_flag=True, help="Confirm a planned failover without a terminal.")
+@_operation_options
+@click.pass_context
+def failover(ctx: click.Context, vm: str, test: bool, yes: bool, **opts: Any) -> None:
+    """Start VM at its recovery site from the replica chain."""
+    question = None if test else f"Fail {vm} over to its recovery site for real?"
+    _run(ctx, {**opts, "yes": yes}, FailoverRequest(vm, test), question=question)
+
+
+@click.group()
+def replication() -> None:
+    """Replication status of every replicated disk."""
+
+
+@replication.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_backend_only
+@click.pass_context
+def replication_status(ctx: click.Context, as_json: bool, **opts: Any) -> None:
+    """Per disk: replica host, layers present/shipping/missing, last sync, lag, RPO."""
+    import json
+
+    from backends.export import replicas_to_list
+    from console.cli import merged, open_backend_from
+    from console.inventory_text import print_replication
+
+    backend = open_backend_from(merged(ctx, **opts))
+    try:
+        inv = backend.snapshot()
+    finally:
+        backend.close()
+    if as_json:
+        click.echo(json.dumps({"replicas": replicas_to_list(inv)}, indent=1))
+    else:
+        print_replication(inv)
+    if any(r.rpo_violated for r in inv.replicas):
+        sys.exit(1)
+
+
 def _lifecycle(action: LifecycleAction) -> click.Command:
     @click.argument("vm")
     @click.option("--host", default=None, help="The VM's host when its name exists on several hosts.")
@@ -101,4 +165,4 @@ def _lifecycle(action: LifecycleAction) -> click.Command:
     return click.command(action.value)(command)
 
 
-COMMANDS = [migrate, handoff, rebalance, *(_lifecycle(a) for a in LifecycleAction)]
+COMMANDS = [migrate, handoff, rebalance, replicate, failover, replication, *(_lifecycle(a) for a in LifecycleAction)]

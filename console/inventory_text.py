@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.table import Table
 
@@ -9,11 +11,15 @@ from backends.models import HostState, Inventory, OwnerKind
 from backends.units import format_bytes, format_cpuset, format_kib
 
 
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:  # a pipe or a log: never wrap names into columns
+        console = Console(width=max(console.width, 200))
+    return console
+
+
 def print_inventory(inv: Inventory, console: Console | None = None) -> None:
-    if console is None:
-        console = Console()
-        if not console.is_terminal:  # a pipe or a log: never wrap names into columns
-            console = Console(width=max(console.width, 200))
+    console = console or _console()
     hosts = Table(title="Hosts", title_justify="left")
     for col in ("host", "site", "state", "CPU model", "threads", "memory", "free", "cells", "VMs"):
         hosts.add_column(col, justify="right" if col in {"threads", "memory", "free", "cells", "VMs"} else "left")
@@ -65,11 +71,18 @@ def print_inventory(inv: Inventory, console: Console | None = None) -> None:
     console.print(chains)
 
     if inv.replicas:
-        reps = Table(title="Replication", title_justify="left")
-        for col in ("VM", "disk", "to", "layers", "lag", "RPO"):
-            reps.add_column(col)
-        for r in inv.replicas:
-            lag = "?" if r.lag_s is None else f"{r.lag_s:.0f}s"
-            rpo = f"[red]{r.rpo_s:.0f}s violated[/]" if r.rpo_violated else f"{r.rpo_s:.0f}s ok"
-            reps.add_row(r.vm, r.disk, r.replica_host, f"{len(r.replica.layers)}/{len(r.primary.layers)}", lag, rpo)
-        console.print(reps)
+        print_replication(inv, console)
+
+
+def print_replication(inv: Inventory, console: Console | None = None) -> None:
+    console = console or _console()
+    reps = Table(title="Replication", title_justify="left")
+    for col in ("VM", "disk", "primary", "replica", "layers", "last sync", "lag", "RPO"):
+        reps.add_column(col)
+    for r in inv.replicas:
+        lag = "?" if r.lag_s is None else f"{r.lag_s:.0f}s"
+        rpo = f"[red]{r.rpo_s:.0f}s violated[/]" if r.rpo_violated else f"{r.rpo_s:.0f}s ok"
+        states = " ".join({"present": "✓", "shipping": "⇢", "missing": "✗"}[s.value] for s in r.layer_states)
+        synced = "never" if not r.last_sync else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(r.last_sync))
+        reps.add_row(r.vm, r.disk, r.primary_host, r.replica_host, states, synced, lag, rpo)
+    console.print(reps)

@@ -9,7 +9,9 @@ last sync, CPU time grows with each running VM's utilisation.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
 from backends.models import (
@@ -23,21 +25,38 @@ from backends.models import (
     Site,
     Vm,
 )
-from backends.requests import HandoffRequest, LifecycleRequest, MigrateRequest, RebalanceRequest, Request
+from backends.requests import (
+    FailoverRequest,
+    HandoffRequest,
+    LifecycleRequest,
+    MigrateRequest,
+    RebalanceRequest,
+    ReplicateRequest,
+)
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
+from backends.sim.handoff_op import SimHandoff
 from backends.sim.migrate import SimMigrate
 from backends.sim.ops import SimLifecycle
 from backends.sim.rebalance import SimRebalance
+from backends.sim.replicate import SimFailover, SimReplicate
 from backends.sim.spec import FleetSpec, HostSpec
 
 
 class SimBackend(Backend):
     name = "sim"
     capabilities = frozenset({
-        Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
-        Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
+        Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE, Capability.MIGRATE,
+        Capability.HANDOFF, Capability.REBALANCE, Capability.REPLICATE, Capability.FAILOVER,
     })
+    operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
+        LifecycleRequest: SimLifecycle,
+        MigrateRequest: SimMigrate,
+        RebalanceRequest: SimRebalance,
+        HandoffRequest: SimHandoff,
+        ReplicateRequest: SimReplicate,
+        FailoverRequest: SimFailover,
+    }
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
         super().__init__(read_only=read_only)
@@ -51,19 +70,6 @@ class SimBackend(Backend):
 
     def snapshot(self) -> Inventory:
         return self._inventory
-
-    def _prepare(self, request: Request) -> Operation:
-        if isinstance(request, LifecycleRequest):
-            return SimLifecycle(self, request)
-        if isinstance(request, MigrateRequest):
-            return SimMigrate(self, request)
-        if isinstance(request, RebalanceRequest):
-            return SimRebalance(self, request)
-        if isinstance(request, HandoffRequest):
-            from backends.sim.handoff_op import SimHandoff
-
-            return SimHandoff(self, request)
-        return super()._prepare(request)
 
     def refresh(self) -> Inventory:
         with self.lock:

@@ -6,8 +6,9 @@ datacenter; times are offsets from the injected clock's ``now``.
 
 from __future__ import annotations
 
+import hashlib
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from backends.models import (
     CellShare,
@@ -39,6 +40,8 @@ class ReplicaState:
     last_sync: float
     present: int  # primary layers 0..present-1 are at the replica
     shipping: bool
+    # Content checksums of the replica's layers as written there, compared after each sync.
+    sums: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +83,14 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
                     present=max(1, len(chain.layers) - v.replica.missing),
                     shipping=v.replica.shipping and v.replica.missing > 0,
                 )
+                replicas[(v.name, disk.target)].sums = [
+                    layer_sum(layer) for layer in chain.layers[: replicas[(v.name, disk.target)].present]]
     return BuiltFleet(cells, vms, devices, chains, replicas, boot)
+
+
+def layer_sum(layer: DiskLayer) -> str:
+    """The simulator's content checksum of a layer: its identity and size stand for its bytes."""
+    return hashlib.sha256(f"{layer.path}:{layer.allocated_bytes}".encode()).hexdigest()[:16]
 
 
 def host_cells(h: HostSpec) -> tuple[NumaCell, ...]:

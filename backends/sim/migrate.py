@@ -18,7 +18,8 @@ from backends.errors import BadInput
 from backends.models import CellShare, JobKind, JobResult, Outcome, PhaseChanged, VcpuPin, Vm
 from backends.placement import Placement, find_host, plan_move
 from backends.progress import Meter
-from backends.requests import MigrateRequest
+from backends.requests import HandoffRequest, MigrateRequest
+from backends.sim.handoff_op import SimHandoff, device_key
 
 if TYPE_CHECKING:
     from backends.sim.backend import SimBackend
@@ -48,7 +49,8 @@ class SimMigrate(Operation):
         rng = random.Random(f"{backend.spec.seed}:{vm.name}:dirty")
         self.dirty_pages = int(DEFAULT_BANDWIDTH_MIB_S * 256 * rng.uniform(0.05, 0.5))
         phases = (("handoff",) if vm.devices else ()) + ("precopy", "switchover")
-        super().__init__(new_job(JobKind.MIGRATE, (vm.name, vm.host, dest.name, *vm.devices), phases,
+        devices = tuple(device_key(vm.host, a) for a in vm.devices)
+        super().__init__(new_job(JobKind.MIGRATE, (vm.name, vm.host, dest.name, *devices), phases,
                                  f"migrate {vm.name} {vm.host} → {dest.name}"))
 
     def run(self, emit: Emit, cancel: threading.Event) -> JobResult:
@@ -111,12 +113,9 @@ class SimMigrate(Operation):
 
     def _hand_off_devices(self, emit: Emit, cancel: threading.Event) -> JobResult | None:
         """S4 before switchover: each device drains, then goes to the host's driver stack."""
-        from backends.requests import HandoffRequest
-        from backends.sim.handoff_op import SimHandoff
-
         for address in self.vm.devices:
             handoff = SimHandoff(self.backend, HandoffRequest(address, "host", host=self.vm.host))
-            outcome = handoff.run(emit, cancel)
+            outcome = handoff.drain(emit, cancel, job_id=self.job.id, phase="handoff")
             if outcome.outcome is not Outcome.SUCCEEDED:
                 return replace(outcome, reason=f"handoff of {address} {outcome.outcome.value}: {outcome.reason}; "
                                                f"{self.vm.name} keeps running on {self.vm.host}")

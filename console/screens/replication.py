@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from backends.models import Inventory, LayerState
+from backends.requests import FailoverRequest, ReplicateRequest
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
 from widgets.chain_view import ChainView
@@ -50,6 +51,18 @@ class ReplicationScreen(InventoryScreen):
         self.query_one(ReplicaTable).set_filter(text)
         self._show_chain()
 
+    def action_replica_sync(self) -> None:
+        if vm := _selected_vm(self):
+            self.hvc.operate(ReplicateRequest(vm))
+
+    def action_replica_test_failover(self) -> None:
+        if vm := _selected_vm(self):
+            self.hvc.operate(FailoverRequest(vm, test=True))
+
+    def action_replica_failover(self) -> None:
+        if vm := _selected_vm(self):
+            self.hvc.operate(FailoverRequest(vm, test=False), f"Fail {vm} over to its recovery site for real?")
+
     @on(DataTable.RowHighlighted, "#replicas")
     def _show_chain(self) -> None:
         inv, key = self.hvc.inventory, self.query_one(ReplicaTable).current_key
@@ -58,6 +71,11 @@ class ReplicationScreen(InventoryScreen):
         link = next((r for r in inv.replicas if f"{r.vm}/{r.disk}" == key), None)
         if link:
             self.query_one(ChainView).show(link.primary, link)
+
+
+def _selected_vm(screen: ReplicationScreen) -> str | None:
+    key = screen.query_one(ReplicaTable).current_key
+    return key.split("/")[0] if key else None
 
 
 def _duration(seconds: float) -> str:

@@ -60,3 +60,19 @@ async def test_rebalance_remote_memory_from_the_vms_view() -> None:
         (record,) = app.jobs.all()
         assert record.done.wait(10) and record.result and record.result.outcome.value == "succeeded"
         assert app.backend.snapshot().vm("analytics-01").memory_nodeset == (0,)  # type: ignore[union-attr]
+
+
+async def test_sync_and_test_failover_from_the_replication_view() -> None:
+    app = demo_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")  # web-02, the lagging one, is listed first
+        await pilot.press("s")
+        (sync,) = app.jobs.all()
+        assert sync.done.wait(10) and sync.result and sync.result.outcome.value == "succeeded"
+        await pilot.pause(0.2)
+        web02 = next(r for r in app.backend.snapshot().replicas if r.vm == "web-02")
+        assert not web02.rpo_violated and all(s.value == "present" for s in web02.layer_states)
+        await pilot.press("t")
+        failover = app.jobs.all()[-1]
+        assert failover.done.wait(10)
+        assert app.backend.snapshot().vm("web-02-testfo") is not None

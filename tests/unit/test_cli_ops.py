@@ -52,3 +52,16 @@ def test_refusals_exit_2_with_one_line_and_change_nothing(args: tuple[str, ...],
 def test_destructive_actions_go_ahead_with_yes() -> None:
     result = run("force-off", "web-01", "--yes", "--speed", "1000")
     assert result.returncode == 0 and "succeeded" in result.stdout
+
+
+def test_replication_verbs() -> None:
+    status = run("replication", "status", "--json")
+    assert status.returncode == 1  # web-02 is behind its RPO: scripts can alert on it
+    doc = json.loads(status.stdout)
+    assert {r["vm"] for r in doc["replicas"] if r["rpo_violated"]} == {"web-02"}
+    sync = run("replicate", "web-02", "--speed", "1000")
+    assert sync.returncode == 0 and sync.stdout.splitlines()[-1].endswith("bytes shipped")
+    test = run("failover", "pg-main-01", "--speed", "1000")
+    assert test.returncode == 0 and "replication continues untouched" in test.stdout
+    planned = run("failover", "pg-main-01", "--planned")
+    assert planned.returncode == 2 and "needs confirmation" in planned.stderr
