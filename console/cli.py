@@ -43,10 +43,11 @@ def merged(ctx: click.Context, **local: Any) -> dict[str, Any]:
     return merged
 
 
-def open_backend_from(opts: dict[str, Any], *, live: bool = False) -> Any:
-    """The backend the options pick; ``live`` runs a simulator on wall-clock time (the console)."""
+def open_backend_from(opts: dict[str, Any], *, live: bool = False, repeatable: bool = False) -> Any:
+    """The backend the options pick; ``live`` runs a simulator on wall-clock time (the console),
+    from a fixed instant when ``repeatable`` (scenarios: identical screenshots every run)."""
     from backends.open import open_backend
-    from backends.sim.clock import ScaledClock
+    from backends.sim.clock import EPOCH, ScaledClock
     from console.config import load_config
 
     config = load_config()
@@ -55,7 +56,7 @@ def open_backend_from(opts: dict[str, Any], *, live: bool = False) -> Any:
         config.resolve(tuple(opts.get("connect", ()))),
         fleet=opts.get("fleet"), scale=opts.get("scale"), demo=bool(opts.get("demo")),
         read_only=bool(opts.get("read_only")) or config.read_only,
-        clock=ScaledClock(opts.get("speed") or 1.0) if live else None,
+        clock=ScaledClock(opts.get("speed") or 1.0, start=EPOCH if repeatable else None) if live else None,
     )
 
 
@@ -96,6 +97,46 @@ def inventory(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         _print_inventory(backend, as_json)
     finally:
         backend.close()
+
+
+@cli.command()
+@click.argument("scenario")
+@backend_options
+@click.option("--screenshots", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
+              help="Write the scenario's screenshots (SVG) into DIR.")
+@click.option("--size", default="120x40", metavar="COLSxROWS", help="Terminal size to run the console at.")
+@click.option("--speed", type=click.FloatRange(min=0.001), default=None,
+              help="Simulator only: run the clock this many times faster.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per step and job event (NDJSON).")
+@click.pass_context
+def play(ctx: click.Context, /, scenario: str, screenshots: Path | None, size: str, as_json: bool, **opts: Any) -> None:
+    """Run SCENARIO (a TOML file, or a shipped one by name: tour, …) against the console, headless.
+
+    Prints one line per step and job event. Exit 0 when every step passed, 1 when one failed
+    (with the screen at that moment), 2 when the scenario file is malformed. The format is in
+    the README ("Headless scenarios") and in console/scenario.py.
+    """
+    from console import scenario as scenarios
+
+    cols, _, rows = size.partition("x")
+    if not (cols.isdigit() and rows.isdigit() and int(cols) >= 40 and int(rows) >= 12):
+        raise BadInput(f"--size {size!r}: give COLSxROWS, at least 40x12 (e.g. 120x40)")
+    loaded = scenarios.load(scenarios.find(scenario))
+    options = merged(ctx, **opts)
+    backend = open_backend_from(options, live=True, repeatable=True)
+    try:
+        import asyncio
+
+        from console.headless import play as run_scenario
+
+        failed = asyncio.run(run_scenario(loaded, backend, size=(int(cols), int(rows)), screenshots=screenshots,
+                                          as_json=as_json))
+    finally:
+        backend.close()
+    if failed is not None:
+        from backends.errors import OperationFailed
+
+        raise OperationFailed(f"{loaded.path}: step {failed.index} failed: {failed.label}")
 
 
 def _add_operations() -> None:

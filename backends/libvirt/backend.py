@@ -6,24 +6,40 @@ report the same hostname, as two daemons on one machine do.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import replace
+from types import TracebackType
+from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput
 from backends.libvirt.events import ensure_event_loop
+from backends.libvirt.handoff import LibvirtHandoff
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
+from backends.libvirt.migrate import LibvirtMigrate
 from backends.libvirt.ops import LibvirtLifecycle
 from backends.libvirt.parse import resolve_owners
-from backends.models import Host, HostState, Inventory, Site, SiteRole
-from backends.requests import LifecycleRequest, Request
+from backends.libvirt.rebalance import LibvirtRebalance
+from backends.libvirt.replicate import LibvirtFailover, LibvirtReplicate, replica_links
+from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
+from backends.requests import (
+    FailoverRequest,
+    HandoffRequest,
+    LifecycleRequest,
+    MigrateRequest,
+    RebalanceRequest,
+    ReplicateRequest,
+)
 from backends.uri import redact
 
 SITE = "default"
 FIRST_LOAD_TIMEOUT_S = 20.0
 REFRESH_TIMEOUT_S = 3.0
+REPLICAS_EVERY_S = 30.0  # replica records live in volumes on other hosts: read them sparingly
 
 
 def check_uri(uri: str) -> str:
@@ -37,9 +53,70 @@ def check_uri(uri: str) -> str:
     return uri
 
 
+class EventTap:
+    """Domain events for one domain, queued from the moment the tap opens until it closes.
+
+    Open it *before* the call whose event you wait for, so a fast event is not missed.
+    Filled from libvirt's event-loop thread; read from the operation's thread.
+    """
+
+    def __init__(self, domain: str, kinds: frozenset[str], uris: frozenset[str], close: Callable[[EventTap], None]):
+        self.domain, self.kinds, self.uris = domain, kinds, uris
+        self._queue: queue.Queue[DomainEvent] = queue.Queue()
+        self._close = close
+
+    def offer(self, event: DomainEvent) -> None:
+        if event.domain == self.domain and event.kind in self.kinds and (not self.uris or event.uri in self.uris):
+            self._queue.put(event)
+
+    def get(self, timeout: float = 0.0) -> DomainEvent | None:
+        """The next event, waiting up to ``timeout`` seconds; None when none came."""
+        try:
+            return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def drain(self) -> list[DomainEvent]:
+        out: list[DomainEvent] = []
+        while (event := self.get()) is not None:
+            out.append(event)
+        return out
+
+    def wait_for(self, predicate: Callable[[DomainEvent], bool], timeout: float,
+                 cancel: threading.Event | None = None, poll_s: float = 0.2) -> DomainEvent | None:
+        """The first event satisfying ``predicate`` within ``timeout`` (None: timed out or cancelled)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0 and not (cancel and cancel.is_set()):
+            event = self.get(min(left, poll_s))
+            if event is not None and predicate(event):
+                return event
+        return None
+
+    def close(self) -> None:
+        self._close(self)
+
+    def __enter__(self) -> EventTap:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
 class LibvirtBackend(Backend):
     name = "libvirt"
-    capabilities = frozenset({Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE})
+    capabilities = frozenset({
+        Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
+        Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
+        Capability.REPLICATE, Capability.FAILOVER,
+    })
+    operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
+        LifecycleRequest: LibvirtLifecycle,
+        MigrateRequest: LibvirtMigrate,
+        HandoffRequest: LibvirtHandoff,
+        RebalanceRequest: LibvirtRebalance,
+        ReplicateRequest: LibvirtReplicate,
+        FailoverRequest: LibvirtFailover,
+    }
 
     def __init__(
         self, uris: tuple[str, ...] | list[str], *, read_only: bool = False, poll_s: float = 5.0,
@@ -52,13 +129,16 @@ class LibvirtBackend(Backend):
             raise BadInput(f"host {redact(duplicates[0])!r} is given twice", hint="give each URI once")
         ensure_event_loop()  # before any connection opens
         self._lock = threading.Lock()
-        self._events: list[DomainEvent] = []
+        self._taps: list[EventTap] = []
+        self._taps_lock = threading.Lock()
         self.hosts = [
-            HostConnection(u, read_only=read_only, on_change=self._host_changed, on_event=self._events.append,
+            HostConnection(u, read_only=read_only, on_change=self._host_changed, on_event=self._dispatch,
                            poll_s=poll_s)
             for u in uris
         ]
         self._inventory = Inventory((), (), (), (), ())
+        self._replicas: tuple[ReplicaLink, ...] = ()
+        self._replicas_at = -REPLICAS_EVERY_S
         for host in self.hosts:
             host.start()
         deadline = time.monotonic() + first_load_timeout_s
@@ -69,13 +149,34 @@ class LibvirtBackend(Backend):
     def snapshot(self) -> Inventory:
         return self._inventory
 
-    def _prepare(self, request: Request) -> Operation:
-        if isinstance(request, LifecycleRequest):
-            return LibvirtLifecycle(self, request)
-        return super()._prepare(request)
+    # -- domain events for operations ---------------------------------------------------
 
-    def refresh(self, timeout_s: float = REFRESH_TIMEOUT_S) -> Inventory:
-        """Refresh every host at once; a host slower than ``timeout_s`` keeps its last view."""
+    def events(self, domain: str, kinds: Iterable[str], uris: Iterable[str] = ()) -> EventTap:
+        """Open a tap on ``domain``'s events of ``kinds`` (e.g. "device_removed",
+        "migration_iteration", "lifecycle") from the hosts with ``uris`` (all when empty).
+        Use it as a context manager; see ``EventTap``."""
+        tap = EventTap(domain, frozenset(kinds), frozenset(uris), self._untap)
+        with self._taps_lock:
+            self._taps.append(tap)
+        return tap
+
+    def _untap(self, tap: EventTap) -> None:
+        with self._taps_lock:
+            if tap in self._taps:
+                self._taps.remove(tap)
+
+    def _dispatch(self, event: DomainEvent) -> None:
+        with self._taps_lock:
+            taps = list(self._taps)
+        for tap in taps:
+            tap.offer(event)
+
+    def refresh(self, timeout_s: float = REFRESH_TIMEOUT_S, *, replicas: bool = False) -> Inventory:
+        """Refresh every host at once; a host slower than ``timeout_s`` keeps its last view.
+
+        Replica status is re-read every ``REPLICAS_EVERY_S``, or now when ``replicas`` is set
+        (replication operations do, as they finish).
+        """
         targets = [(h, h.request_refresh()) for h in self.hosts]
         deadline = time.monotonic() + timeout_s
         for host, generation in targets:
@@ -83,6 +184,12 @@ class LibvirtBackend(Backend):
                 host.wait_generation(generation, max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._inventory = self._compose()
+        if replicas or time.monotonic() - self._replicas_at > REPLICAS_EVERY_S:
+            self._replicas_at = time.monotonic()
+            found = replica_links(self, self._inventory)
+            with self._lock:
+                self._replicas = found
+                self._inventory = replace(self._inventory, replicas=found)
         return self._inventory
 
     def host_for(self, name_or_uri: str) -> HostConnection | None:
@@ -128,6 +235,7 @@ class LibvirtBackend(Backend):
             vms=vms,
             devices=resolve_owners(devices, vms),
             chains=chains,
+            replicas=self._replicas,
             taken_at=time.time(),
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,9 +14,24 @@ from backends.errors import HostUnreachable
 from backends.lifecycle import check
 from backends.models import JobKind, JobResult, Outcome, PhaseChanged
 from backends.requests import LifecycleAction, LifecycleRequest
+from backends.uri import redact
 
 if TYPE_CHECKING:
     from backends.libvirt.backend import LibvirtBackend
+
+def libvirt_reason(exc: libvirt.libvirtError) -> str:
+    """libvirt's own message for an error, without credentials from URIs."""
+    return redact(str(exc.get_error_message() or exc))
+
+
+def open_job_connection(uri: str) -> Any:
+    """A connection of the job's own: the backend's may be closed (host lost) at any moment,
+    and a closed virConnect used from another thread crashes the process. Keepalive makes
+    a call to a host that dies mid-job fail within ~20 s instead of hanging."""
+    conn = libvirt.open(uri)
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.setKeepAlive(5, 3)
+    return conn
 
 SETTLE_TIMEOUT_S = 120.0  # a guest OS gets this long to honour a shutdown
 _CALL = {
@@ -35,7 +51,7 @@ class LibvirtLifecycle(Operation):
         host = backend.host_for(vm.host)
         if host is None or host.connection is None:
             raise HostUnreachable(f"{vm.host} is not connected", hint="wait for it to come back")
-        self.conn: Any = host.connection
+        self.uri = host.uri
         self.vm, self.action, self.backend = vm, request.action, backend
         super().__init__(new_job(JobKind.LIFECYCLE, (vm.name,), (request.action.value,),
                                  f"{request.action.value} {vm.name} on {vm.host}"))
@@ -48,14 +64,20 @@ class LibvirtLifecycle(Operation):
             return JobResult(job.id, outcome, reason, started, time.time())
 
         emit(PhaseChanged(job.id, self.action.value, job.description, at=started))
+        conn = None
         try:
-            dom = self.conn.lookupByUUIDString(self.vm.uuid)
+            conn = open_job_connection(self.uri)
+            dom = conn.lookupByUUIDString(self.vm.uuid)
             getattr(dom, _CALL[self.action])()
             if self.action is LifecycleAction.SHUTDOWN and not self._shut_off(dom, cancel):
                 return result(Outcome.FAILED, f"{self.vm.name} did not shut down within "
                               f"{SETTLE_TIMEOUT_S:.0f}s (its OS may ignore ACPI); use force-off")
         except libvirt.libvirtError as exc:
-            return result(Outcome.FAILED, str(exc.get_error_message() or exc))
+            return result(Outcome.FAILED, libvirt_reason(exc))
+        finally:
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
         self.backend.refresh()
         return result(Outcome.SUCCEEDED)
 

@@ -13,10 +13,13 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
+EPOCH = 1_795_000_000.0  # 2026-11-18: where repeatable runs start (tests, scenarios, screenshots)
+
+
 class ManualClock:
     """Time that moves only when told to; ``sleep`` advances it at once (tests, screenshots)."""
 
-    def __init__(self, start: float = 1_795_000_000.0) -> None:
+    def __init__(self, start: float = EPOCH) -> None:
         self._now = start
         self._lock = threading.Lock()
 
