@@ -43,11 +43,20 @@ def merged(ctx: click.Context, **local: Any) -> dict[str, Any]:
     return merged
 
 
+def _clock(speed: float | None, *, live: bool, repeatable: bool) -> Any:
+    """The simulator's clock: fixed for one-shot reads; wall time × speed for live use; a manual
+    clock that moves only when an operation waits for ``speed`` 0 (instant and repeatable)."""
+    from backends.sim.clock import EPOCH, ManualClock, ScaledClock
+
+    if not live or speed == 0:
+        return ManualClock(EPOCH)
+    return ScaledClock(speed or 1.0, start=EPOCH if repeatable else None)
+
+
 def open_backend_from(opts: dict[str, Any], *, live: bool = False, repeatable: bool = False) -> Any:
     """The backend the options pick; ``live`` runs a simulator on wall-clock time (the console),
     from a fixed instant when ``repeatable`` (scenarios: identical screenshots every run)."""
     from backends.open import open_backend
-    from backends.sim.clock import EPOCH, ScaledClock
     from console.config import load_config
 
     config = load_config()
@@ -56,7 +65,7 @@ def open_backend_from(opts: dict[str, Any], *, live: bool = False, repeatable: b
         config.resolve(tuple(opts.get("connect", ()))),
         fleet=opts.get("fleet"), scale=opts.get("scale"), demo=bool(opts.get("demo")),
         read_only=bool(opts.get("read_only")) or config.read_only,
-        clock=ScaledClock(opts.get("speed") or 1.0, start=EPOCH if repeatable else None) if live else None,
+        clock=_clock(opts.get("speed"), live=live, repeatable=repeatable),
     )
 
 
@@ -105,8 +114,8 @@ def inventory(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 @click.option("--screenshots", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Write the scenario's screenshots (SVG) into DIR.")
 @click.option("--size", default="120x40", metavar="COLSxROWS", help="Terminal size to run the console at.")
-@click.option("--speed", type=click.FloatRange(min=0.001), default=None,
-              help="Simulator only: run the clock this many times faster.")
+@click.option("--speed", type=click.FloatRange(min=0), default=None,
+              help="Simulator only: run the clock this many times faster; 0 runs instantly and repeatably.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per step and job event (NDJSON).")
 @click.pass_context
 def play(ctx: click.Context, /, scenario: str, screenshots: Path | None, size: str, as_json: bool, **opts: Any) -> None:

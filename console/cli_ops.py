@@ -31,8 +31,8 @@ def _operation_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     for option in reversed([
         click.option("--json", "as_json", is_flag=True, help="One JSON object per progress event (NDJSON)."),
-        click.option("--speed", type=click.FloatRange(min=0.001), default=None,
-                     help="Simulator only: run the clock this many times faster."),
+        click.option("--speed", type=click.FloatRange(min=0), default=None,
+                     help="Simulator only: run the clock this many times faster; 0 runs instantly."),
     ]):
         func = option(func)
     return backend_options(func)

@@ -24,7 +24,7 @@ from backends.libvirt.migrate import LibvirtMigrate
 from backends.libvirt.ops import LibvirtLifecycle
 from backends.libvirt.parse import resolve_owners
 from backends.libvirt.rebalance import LibvirtRebalance
-from backends.libvirt.replicate import LibvirtFailover, LibvirtReplicate, replica_links
+from backends.libvirt.replication import LibvirtFailover, LibvirtReplicate, replica_links
 from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
 from backends.requests import (
     FailoverRequest,

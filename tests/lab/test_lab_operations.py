@@ -23,7 +23,6 @@ import libvirt
 import pytest
 
 from backends.errors import BadInput, HostUnreachable, HvcError, NotFound
-from backends.libvirt import handoff as handoff_mod
 from backends.libvirt import rebalance as rebalance_mod
 from backends.libvirt.backend import LibvirtBackend
 from backends.libvirt.handoff import (
@@ -34,6 +33,7 @@ from backends.libvirt.handoff import (
     hostdev_xml,
     portable_device_xml,
 )
+from backends.libvirt.handoff import operation as handoff_mod
 from backends.libvirt.host import DomainEvent
 from backends.libvirt.lab import LabStatus, lab_up, stop_host_b
 from backends.libvirt.migrate import is_local, migration_uri, same_files_on_both

@@ -26,7 +26,7 @@ from backends.errors import BadInput, Unsupported
 from backends.libvirt.backend import LibvirtBackend
 from backends.libvirt.lab import LabStatus
 from backends.libvirt.lab.common import POOL, pool_dir
-from backends.libvirt.replicate import (
+from backends.libvirt.replication import (
     LibvirtFailover,
     LibvirtReplicate,
     canonical_head,

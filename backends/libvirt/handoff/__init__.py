@@ -1,0 +1,48 @@
+"""Handing a device from one running guest to another on the same libvirt host, or to the host.
+
+Modules: ``device_xml`` (pure XML helpers), ``plan`` (checks, and what moves where),
+``operation`` (the job).
+
+Device ids:
+
+- ``VM/TARGET`` (``hvc-lab-mover/sdb``): a disk of a running VM, handed to another running
+  VM on the same host (a disk cannot go to "host").
+- a PCI address (``0000:3b:00.0``) or node-device name (``pci_0000_3b_00_0``): a
+  direct-assigned host device (``<hostdev type='pci'>`` or ``<interface type='hostdev'>``),
+  handed to a running VM on its host or to ``host`` (the host's own driver).
+
+Phases: **detaching** (``detachDeviceFlags`` with LIVE, plus CONFIG when the owner's
+definition holds the device too), **draining** (until libvirt's DEVICE_REMOVED event names
+the device's alias, or the live XML no longer lists it; bounded by ``DRAIN_TIMEOUT_S``: a
+PCI unplug waits for the guest OS to acknowledge it, SCSI and USB unplugs do not),
+**binding** / **releasing** for PCI devices (``nodeDeviceDetachFlags(…, "vfio")`` before a
+VM gets it, ``nodeDeviceReAttach`` when the host gets it back), **attaching** (the same
+device XML without its alias, guest address and boot order; a disk keeps its target name
+when free on the receiver, else the next free one).
+
+Nothing is lost on failure: if the receiver refuses the device, it goes back to its owner
+(or, for a device taken from the host, back to the host's driver) and the result names both
+reasons. A cancel before detaching changes nothing; a cancel after it puts the device back.
+"""
+
+from backends.libvirt.handoff.device_xml import (
+    dev_name,
+    disk_targets,
+    find_disk,
+    find_pci,
+    free_target,
+    hostdev_xml,
+    portable_device_xml,
+)
+from backends.libvirt.handoff.operation import LibvirtHandoff
+
+__all__ = [
+    "LibvirtHandoff",
+    "dev_name",
+    "disk_targets",
+    "find_disk",
+    "find_pci",
+    "free_target",
+    "hostdev_xml",
+    "portable_device_xml",
+]

@@ -1,0 +1,42 @@
+"""Replication of qcow2 chains between libvirt hosts (S5), and test failover from the replica.
+
+One idea per module:
+
+- ``header``: the qcow2 header cluster, re-pointed in flight; what a layer's checksum covers.
+- ``stream``: layers move through sparse libvirt storage-volume streams, no shell on either host.
+- ``volumes``: volume facts, a disk's volume chain, volumes in a pool.
+- ``record``: the replica state, a JSON record in the destination pool (the commit point).
+- ``locate``: finding a VM's records on the connected hosts.
+- ``plan``: what a sync ships (sealed and active layers), replica volume names.
+- ``verify``: the layer-by-layer check after each sync.
+- ``tally``: progress of a phase.
+- ``operation``: the replicate job; ``failover``: the test failover job.
+- ``status``: replica links for the inventory.
+"""
+
+from backends.libvirt.replication.failover import (
+    LibvirtFailover,
+    trial_domain_xml,
+    trial_name,
+    trial_overlay_name,
+)
+from backends.libvirt.replication.header import backing_name, canonical_head, repoint
+from backends.libvirt.replication.operation import LibvirtReplicate
+from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, read_record, write_record
+from backends.libvirt.replication.status import replica_links
+
+__all__ = [
+    "LayerRecord",
+    "LibvirtFailover",
+    "LibvirtReplicate",
+    "ReplicaRecord",
+    "backing_name",
+    "canonical_head",
+    "read_record",
+    "replica_links",
+    "repoint",
+    "trial_domain_xml",
+    "trial_name",
+    "trial_overlay_name",
+    "write_record",
+]

@@ -1,0 +1,211 @@
+"""Moving layers through libvirt storage-volume streams: reading one through, or shipping it re-pointed.
+
+Data path. Every layer moves through libvirt storage-volume streams: ``download`` from the
+primary's pool, ``upload`` into the destination's pool, sparse on both ends (holes are
+sent as lengths, not zeros), so it works over any libvirt URI and needs no shell on either
+host. The bytes pass through hvc: count them once, as "shipped". The header cluster is
+re-pointed on the way (see ``header``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from backends.errors import OperationFailed
+from backends.libvirt.replication.header import QCOW2_MAGIC, backing_name, canonical_head, cluster_size, repoint
+
+CHUNK = 1 << 20  # bytes per stream read
+_ZEROS = bytes(CHUNK)
+
+Segment = bytes | int  # data, or a hole of that many bytes
+
+
+class Cancelled(Exception):
+    """The job was cancelled mid-layer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What a read-through of one layer found."""
+
+    checksum: str
+    backing: str | None
+    data_bytes: int
+
+
+def _segments(stream: Any) -> Iterator[Segment]:
+    """What a sparse download stream carries, until its end."""
+    while True:
+        got = stream.recvFlags(CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
+        if got == -3:
+            yield int(stream.recvHole(0))
+            continue
+        if isinstance(got, int):
+            raise OperationFailed(f"volume stream returned {got}")
+        if not got:
+            return
+        yield got
+
+
+def _split_head(segments: Iterator[Segment]) -> tuple[bytes, Iterator[Segment]]:
+    """The header cluster (holes in it read as zeros) and the segments after it. A file that
+    is not qcow2 has a 24-byte "head" that nothing rewrites."""
+    head = bytearray()
+    want = 24
+    pending: Segment | None = None
+    while True:
+        if pending is None:
+            pending = next(segments, None)
+            if pending is None:
+                return bytes(head), iter(())
+        need = want - len(head)
+        if isinstance(pending, int):
+            take = min(pending, need)
+            head += bytes(take)
+            pending = (pending - take) or None
+        else:
+            head += pending[:need]
+            pending = pending[need:] or None
+        if want == 24 and len(head) >= 24 and (size := cluster_size(bytes(head[:24]))):
+            want = size
+            continue
+        if len(head) >= want:
+            return bytes(head), _prepend(pending, segments)
+
+
+def _prepend(first: Segment | None, rest: Iterator[Segment]) -> Iterator[Segment]:
+    """``rest`` with ``first`` (when there is one) put back in front."""
+    if first is not None:
+        yield first
+    yield from rest
+
+
+def _send_all(stream: Any, data: bytes) -> None:
+    """Send all of ``data`` into an upload stream, however much each call takes."""
+    view = memoryview(data)
+    while view:
+        sent = stream.send(bytes(view))
+        if sent < 0:
+            raise OperationFailed(f"volume stream refused data ({sent})")
+        view = view[sent:]
+
+
+def _hash_hole(digest: Any, length: int) -> None:
+    """Feed a hole to ``digest`` as the zeros it reads as."""
+    while length > 0:
+        step = min(length, CHUNK)
+        digest.update(_ZEROS[:step])
+        length -= step
+
+
+def _open_download(conn: Any, vol: Any) -> Any:
+    """A sparse download stream over the whole of ``vol``."""
+    stream = conn.newStream(0)
+    vol.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
+    return stream
+
+
+def _abort(*streams: Any) -> None:
+    """Abort streams after a failure, ignoring what aborting them raises."""
+    for stream in streams:
+        with contextlib.suppress(libvirt.libvirtError, Exception):
+            stream.abort()
+
+
+def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = None,
+               cancel: threading.Event | None = None) -> Read:
+    """Checksum and backing name of a volume, read through a sparse download stream."""
+    stream = _open_download(conn, vol)
+    try:
+        head, rest = _split_head(_segments(stream))
+        digest = hashlib.sha256(canonical_head(head))
+        data = len(head)
+        if on_bytes:
+            on_bytes(len(head))
+        for seg in rest:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            if isinstance(seg, int):
+                _hash_hole(digest, seg)
+                continue
+            digest.update(seg)
+            data += len(seg)
+            if on_bytes:
+                on_bytes(len(seg))
+        stream.finish()
+    except BaseException:
+        _abort(stream)
+        raise
+    return Read(digest.hexdigest(), backing_name(head), data)
+
+
+def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent: str | None,
+               on_bytes: Callable[[int], None], cancel: threading.Event) -> Read:
+    """Copy ``src_vol`` into ``dst_vol`` re-pointed at ``parent``; the checksum is of the source."""
+    down = _open_download(src_conn, src_vol)
+    up = dst_conn.newStream(0)
+    try:
+        dst_vol.upload(up, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
+    except BaseException:
+        _abort(down)
+        raise
+    try:
+        head, rest = _split_head(_segments(down))
+        digest = hashlib.sha256(canonical_head(head))
+        patched = repoint(head, parent) if head[:4] == QCOW2_MAGIC else head
+        _send_all(up, patched)
+        sent = len(patched)
+        on_bytes(len(patched))
+        for seg in rest:
+            if cancel.is_set():
+                raise Cancelled
+            if isinstance(seg, int):
+                _hash_hole(digest, seg)
+                up.sendHole(seg, 0)
+                continue
+            digest.update(seg)
+            _send_all(up, seg)
+            sent += len(seg)
+            on_bytes(len(seg))
+        down.finish()
+        up.finish()
+    except BaseException:
+        _abort(down, up)
+        raise
+    return Read(digest.hexdigest(), backing_name(head), sent)
+
+
+def download_small(conn: Any, vol: Any) -> bytes:
+    """The whole content of a small volume (a record), through a plain download stream."""
+    stream = conn.newStream(0)
+    vol.download(stream, 0, 0, 0)
+    out = bytearray()
+    try:
+        while chunk := stream.recv(CHUNK):
+            if isinstance(chunk, int):
+                raise OperationFailed(f"volume stream returned {chunk}")
+            out += chunk
+        stream.finish()
+    except BaseException:
+        _abort(stream)
+        raise
+    return bytes(out)
+
+
+def upload_small(conn: Any, vol: Any, data: bytes) -> None:
+    """Write ``data`` as the whole content of ``vol`` through a plain upload stream."""
+    stream = conn.newStream(0)
+    vol.upload(stream, 0, 0, 0)
+    try:
+        _send_all(stream, data)
+        stream.finish()
+    except BaseException:
+        _abort(stream)
+        raise
