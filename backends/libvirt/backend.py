@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
-from backends.errors import BadInput
+from backends.errors import BadInput, HostUnreachable
 from backends.libvirt.events import ensure_event_loop
 from backends.libvirt.handoff import LibvirtHandoff
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
@@ -196,6 +196,14 @@ class LibvirtBackend(Backend):
         """The connection for a host name as shown, or for its URI."""
         names = self._names()
         return next((h for h in self.hosts if name_or_uri in (names[h.uri], h.uri)), None)
+
+    def connected(self, name_or_uri: str, role: str = "") -> HostConnection:
+        """The connected host called ``name_or_uri``, else HostUnreachable (``role``: e.g. "the source")."""
+        host = self.host_for(name_or_uri)
+        if host is None or host.connection is None:
+            what = f"{name_or_uri} ({role})" if role else name_or_uri
+            raise HostUnreachable(f"{what} is not connected", hint="wait for it to come back")
+        return host
 
     def libvirt_calls(self) -> Counter[str]:
         total: Counter[str] = Counter()

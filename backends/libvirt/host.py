@@ -18,6 +18,7 @@ from typing import Any
 
 import libvirt
 
+from backends.libvirt.ops import libvirt_reason
 from backends.libvirt.parse import DomainFacts, HostTopology, parse_capabilities, parse_domain, parse_nodedev
 from backends.models import DiskChain, HostState, PciDevice, Vm, VmState
 from backends.uri import redact
@@ -147,7 +148,7 @@ class HostConnection:
                 if not self._alive():
                     self._lost(exc)
                     continue
-                self._publish(replace(self.view, error=_message(exc), generation=self.view.generation + 1))
+                self._publish(replace(self.view, error=libvirt_reason(exc), generation=self.view.generation + 1))
             self.first_attempt.set()
             self._wake.wait(self.poll_s)
             self._wake.clear()
@@ -219,7 +220,7 @@ class HostConnection:
     def _lost(self, exc: libvirt.libvirtError) -> None:
         self._drop()
         stale = tuple(replace(vm, state=VmState.UNKNOWN, cpu_time_ns=None) for vm in self.view.vms)
-        self._publish(replace(self.view, state=HostState.LOST, error=_message(exc), vms=stale,
+        self._publish(replace(self.view, state=HostState.LOST, error=libvirt_reason(exc), vms=stale,
                               free_kib=tuple(None for _ in self.view.free_kib),
                               generation=self.view.generation + 1))
 
@@ -340,7 +341,3 @@ class HostConnection:
 
     def _count(self, call: str) -> None:
         self.calls[call] += 1
-
-
-def _message(exc: libvirt.libvirtError) -> str:
-    return redact(str(exc.get_error_message() or exc))

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from backends.base import Emit, Operation, find_vm, new_job
-from backends.errors import HostUnreachable
 from backends.lifecycle import check
 from backends.models import JobKind, JobResult, Outcome, PhaseChanged
 from backends.requests import LifecycleAction, LifecycleRequest
@@ -48,10 +47,7 @@ class LibvirtLifecycle(Operation):
     def __init__(self, backend: LibvirtBackend, request: LifecycleRequest) -> None:
         vm = find_vm(backend.snapshot(), request.vm, request.host)
         check(vm, request.action)
-        host = backend.host_for(vm.host)
-        if host is None or host.connection is None:
-            raise HostUnreachable(f"{vm.host} is not connected", hint="wait for it to come back")
-        self.uri = host.uri
+        self.uri = backend.connected(vm.host).uri
         self.vm, self.action, self.backend = vm, request.action, backend
         super().__init__(new_job(JobKind.LIFECYCLE, (vm.name,), (request.action.value,),
                                  f"{request.action.value} {vm.name} on {vm.host}"))

@@ -127,10 +127,10 @@ class LibvirtRebalance(Operation):
         if not vm.active:
             raise BadInput(f"{vm.name} is {vm.state.value}; rebalancing changes a running VM",
                            hint="edit its definition instead, or start it first")
+        conn = backend.connected(vm.host)
         host = inv.host(vm.host)
-        conn = backend.host_for(vm.host)
-        if host is None or conn is None or conn.connection is None:
-            raise HostUnreachable(f"{vm.host} is not connected", hint="wait for it to come back")
+        if host is None:
+            raise HostUnreachable(f"{vm.host} is not in the inventory", hint="refresh and try again")
         nodes = [n.id for n in vm.vnuma] or [0]
         if request.vnode not in nodes:
             raise NotFound(f"{vm.name} has no vNUMA cell {request.vnode}",

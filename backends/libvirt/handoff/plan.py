@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 
 from backends.base import find_vm
-from backends.errors import BadInput, HostUnreachable, NotFound
+from backends.errors import BadInput, NotFound
 from backends.libvirt.handoff.device_xml import (
     alias_of,
     disk_targets,
@@ -26,7 +26,6 @@ from backends.requests import HandoffRequest
 
 if TYPE_CHECKING:
     from backends.libvirt.backend import LibvirtBackend
-    from backends.libvirt.host import HostConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +44,6 @@ class Plan:
     pci: PciDevice | None = None
     pci_driver: str | None = None  # the host driver the device had when the job started
 
-
-def _connection(backend: LibvirtBackend, host: str) -> HostConnection:
-    """The connected host called ``host``, else HostUnreachable."""
-    conn = backend.host_for(host)
-    if conn is None or conn.connection is None:
-        raise HostUnreachable(f"{host} is not connected", hint="wait for it to come back")
-    return conn
 
 
 def _running_receiver(inv: Inventory, name: str, host: str, owner: str | None) -> Vm:
@@ -103,7 +95,7 @@ def plan_disk(backend: LibvirtBackend, inv: Inventory, request: HandoffRequest) 
                        hint="start it, or edit its definition to move the disk")
     if request.to == "host":
         raise BadInput("a disk cannot be handed to the host", hint=f"name a running VM on {owner.host}")
-    conn = _connection(backend, owner.host).connection
+    conn = backend.connected(owner.host).connection
     live = _live_xml(conn, owner)
     disk = find_disk(live, target)
     if disk is None:
@@ -160,7 +152,7 @@ def plan_pci(backend: LibvirtBackend, inv: Inventory, request: HandoffRequest) -
                        hint="say which host with --host")
     device = found[0]
     host = device.host
-    conn = _connection(backend, host).connection
+    conn = backend.connected(host).connection
     live_flag, config_flag = int(libvirt.VIR_DOMAIN_AFFECT_LIVE), int(libvirt.VIR_DOMAIN_AFFECT_CONFIG)
     owner: Vm | None = None
     device_xml: str | None = None
