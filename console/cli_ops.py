@@ -151,6 +151,43 @@ def replication_status(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         sys.exit(1)
 
 
+@click.command("plan-vnuma")
+@click.option("--vcpus", type=click.IntRange(min=1), required=True, help="vCPUs of the VM.")
+@click.option("--memory", "size", required=True, metavar="SIZE", help="Memory of the VM (e.g. 96G).")
+@click.option("--hosts", default=None, metavar="A,B,…", help="The hosts it may run on (default: all).")
+@click.option("--site", default=None, help="Or: every host of this site.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@_backend_only
+@click.pass_context
+def plan_vnuma(ctx: click.Context, vcpus: int, size: str, hosts: str | None, site: str | None, as_json: bool,
+               **opts: Any) -> None:
+    """S6: pick vNUMA nodes that fit one cell on every host the VM may use; print libvirt XML."""
+    import json
+    from dataclasses import asdict
+
+    from backends.units import format_cpuset, format_kib, parse_size_kib
+    from backends.vnuma import candidate_hosts
+    from backends.vnuma import plan_vnuma as make_plan
+    from console.cli import merged, open_backend_from
+
+    memory = parse_size_kib(size)
+    backend = open_backend_from(merged(ctx, **opts))
+    try:
+        inv = backend.snapshot()
+    finally:
+        backend.close()
+    chosen = candidate_hosts(inv, [h.strip() for h in hosts.split(",") if h.strip()] if hosts else (), site)
+    plan = make_plan(chosen, vcpus, memory)
+    if as_json:
+        click.echo(json.dumps({**asdict(plan), "xml": plan.libvirt_xml()}, indent=1))
+        return
+    click.echo(f"{len(plan.nodes)} vNUMA node{'s' if len(plan.nodes) > 1 else ''} for {vcpus} vCPUs and "
+               f"{format_kib(memory)} on {len(plan.hosts)} hosts ({plan.limit})")
+    for i, node in enumerate(plan.nodes):
+        click.echo(f"  node {i}: vCPUs {format_cpuset(node.vcpus)}, {format_kib(node.memory_kib)}")
+    click.echo(plan.libvirt_xml())
+
+
 def _lifecycle(action: LifecycleAction) -> click.Command:
     @click.argument("vm")
     @click.option("--host", default=None, help="The VM's host when its name exists on several hosts.")
@@ -165,4 +202,5 @@ def _lifecycle(action: LifecycleAction) -> click.Command:
     return click.command(action.value)(command)
 
 
-COMMANDS = [migrate, handoff, rebalance, replicate, failover, replication, *(_lifecycle(a) for a in LifecycleAction)]
+COMMANDS = [migrate, handoff, rebalance, replicate, failover, replication, plan_vnuma,
+            *(_lifecycle(a) for a in LifecycleAction)]

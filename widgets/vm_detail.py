@@ -20,12 +20,14 @@ class VmDetail(Static):
     """
 
     def show(self, vm: Vm | None, host: Host | None, chains: Sequence[DiskChain],
-             replicas: Sequence[ReplicaLink], flags: Sequence[str]) -> None:
-        self.update(render_vm(vm, host, chains, replicas, flags) if vm else Text("no VM selected", style="dim"))
+             replicas: Sequence[ReplicaLink], flags: Sequence[str],
+             fits: Sequence[tuple[str, str | None]] = ()) -> None:
+        """``fits``: other hosts of its site, each with why the VM could not move there (None: it could)."""
+        self.update(render_vm(vm, host, chains, replicas, flags, fits) if vm else Text("no VM selected", style="dim"))
 
 
 def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: Sequence[ReplicaLink],
-              flags: Sequence[str]) -> RenderableType:
+              flags: Sequence[str], fits: Sequence[tuple[str, str | None]] = ()) -> RenderableType:
     title = Text.assemble((vm.name, "bold"), "  ", vm_state(vm.state), f"  on {vm.host}")
     facts = Text(f"{vm.vcpus} vCPUs · {format_kib(vm.memory_kib)}", style="")
     if vm.max_memory_kib and vm.max_memory_kib != vm.memory_kib:
@@ -50,6 +52,12 @@ def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: 
             lag = "?" if link.lag_s is None else f"{link.lag_s:.0f}s"
             line.append(f"  ⇄ {link.replica_host} lag {lag}", style=style)
         parts.append(line)
+    if fits:
+        line = Text("fits on  ", style="bold")
+        for name, why in fits:
+            line.append(f"{name} ✓  " if why is None else f"{name} ✗  ", style="green" if why is None else "red")
+        parts.append(line)
+        parts += [Text(f"  ✗ {name}: {why}", style="dim") for name, why in fits if why is not None][:3]
     for flag in flags:
         parts.append(Text(f"⚠ {flag}", style="yellow"))
     return Group(*parts)

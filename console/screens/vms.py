@@ -9,6 +9,7 @@ from textual.widgets import DataTable
 from backends.analysis import vm_flags
 from backends.models import Inventory, Vm
 from backends.requests import LifecycleAction, MigrateRequest, RebalanceRequest
+from backends.vnuma import fits_on
 from console.actions import bindings
 from console.choices import migration_targets, rebalance_targets
 from console.screens.base import InventoryScreen, pane
@@ -65,7 +66,9 @@ class VmsScreen(InventoryScreen):
         chains = [c for c in inv.chains if vm and c.vm == vm.name and c.host == vm.host]
         replicas = [r for r in inv.replicas if vm and r.vm == vm.name]
         flags = vm_flags(vm, host, inv.vms_on(vm.host)) if vm else []
-        self.query_one(VmDetail).show(vm, host, chains, replicas, flags)
+        site = [h for h in inv.hosts if host and h.site == host.site and h.numa]
+        fits = fits_on(inv, vm, site) if vm and vm.active else []
+        self.query_one(VmDetail).show(vm, host, chains, replicas, flags, fits)
 
     def action_sort(self) -> None:
         self.sort = (self.sort + 1) % len(SORTS)
