@@ -10,6 +10,7 @@ from backends.errors import HvcError
 from backends.models import Inventory, Job, JobEvent, JobResult, Outcome, Vm
 from backends.requests import LifecycleAction, LifecycleRequest, Request
 from backends.usage import cpu_use
+from console import audit
 from console.actions import IDS, bindings
 from console.jobs import JobRunner
 from console.messages import BackendFailed, InventoryUpdated, JobFinished, JobProgressed
@@ -47,7 +48,7 @@ class HvcApp(App[None]):
         self.refresh_s = refresh_s
         self.inventory: Inventory | None = backend.snapshot()
         self.cpu_use: dict[str, float] = {}  # host → busy fraction, from the last two snapshots
-        self.jobs = JobRunner()
+        self.jobs = JobRunner(audit=lambda job, result: audit.record_job(job, result, backend.name))
         self.jobs.listen(self._job_event)
         self.keymap = {k: v for k, v in (keymap or {}).items() if k in IDS}
         self.unknown_keys = sorted(set(keymap or {}) - IDS)
@@ -138,6 +139,7 @@ class HvcApp(App[None]):
         try:
             op = self.backend.prepare(request)
         except HvcError as exc:
+            audit.record_refusal(request.kind.value, str(request), exc.one_line(), self.backend.name)
             self._status(exc.one_line(), error=True)
             return
         if question is None:

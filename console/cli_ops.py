@@ -188,6 +188,35 @@ def plan_vnuma(ctx: click.Context, vcpus: int, size: str, hosts: str | None, sit
     click.echo(plan.libvirt_xml())
 
 
+@click.command("audit")
+@click.option("--last", type=click.IntRange(min=1), default=None, metavar="N", help="Only the last N entries.")
+@click.option("--json", "as_json", is_flag=True, help="The raw JSON lines.")
+def audit_log(last: int | None, as_json: bool) -> None:
+    """Every operation run or refused: when, who, what, targets, outcome, duration."""
+    import json
+    import time
+
+    from rich.table import Table
+
+    from console.audit import audit_path, read
+    from console.inventory_text import wide_console
+
+    entries = read(last)
+    if as_json:
+        for entry in entries:
+            click.echo(json.dumps(entry, sort_keys=True))
+        return
+    table = Table(title=f"Audit log ({audit_path()})", title_justify="left")
+    for col in ("when", "who", "what", "outcome", "took", "reason"):
+        table.add_column(col)
+    for e in entries:
+        style = {"succeeded": "green", "refused": "yellow"}.get(e.get("outcome", ""), "red")
+        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.get("at", 0))),
+                      f"{e.get('user')}@{e.get('from')}", e.get("what", ""), f"[{style}]{e.get('outcome')}[/]",
+                      f"{e.get('duration_s', 0):.1f}s", e.get("reason", ""))
+    wide_console().print(table)
+
+
 def _lifecycle(action: LifecycleAction) -> click.Command:
     @click.argument("vm")
     @click.option("--host", default=None, help="The VM's host when its name exists on several hosts.")
@@ -202,5 +231,5 @@ def _lifecycle(action: LifecycleAction) -> click.Command:
     return click.command(action.value)(command)
 
 
-COMMANDS = [migrate, handoff, rebalance, replicate, failover, replication, plan_vnuma,
+COMMANDS = [migrate, handoff, rebalance, replicate, failover, replication, plan_vnuma, audit_log,
             *(_lifecycle(a) for a in LifecycleAction)]

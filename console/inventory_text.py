@@ -11,7 +11,7 @@ from backends.models import HostState, Inventory, OwnerKind
 from backends.units import format_bytes, format_cpuset, format_kib
 
 
-def _console() -> Console:
+def wide_console() -> Console:
     console = Console()
     if not console.is_terminal:  # a pipe or a log: never wrap names into columns
         console = Console(width=max(console.width, 200))
@@ -19,7 +19,7 @@ def _console() -> Console:
 
 
 def print_inventory(inv: Inventory, console: Console | None = None) -> None:
-    console = console or _console()
+    console = console or wide_console()
     hosts = Table(title="Hosts", title_justify="left")
     for col in ("host", "site", "state", "CPU model", "threads", "memory", "free", "cells", "VMs"):
         hosts.add_column(col, justify="right" if col in {"threads", "memory", "free", "cells", "VMs"} else "left")
@@ -75,7 +75,7 @@ def print_inventory(inv: Inventory, console: Console | None = None) -> None:
 
 
 def print_replication(inv: Inventory, console: Console | None = None) -> None:
-    console = console or _console()
+    console = console or wide_console()
     reps = Table(title="Replication", title_justify="left")
     for col in ("VM", "disk", "primary", "replica", "layers", "last sync", "lag", "RPO"):
         reps.add_column(col)

@@ -29,7 +29,9 @@ class JobRecord:
 
 
 class JobRunner:
-    def __init__(self) -> None:
+    def __init__(self, audit: Callable[[Job, JobResult], None] | None = None) -> None:
+        """``audit`` hears every finished job (the audit log), before listeners do."""
+        self._audit = audit
         self._lock = threading.Lock()
         self._jobs: dict[str, JobRecord] = {}
         self._listeners: list[Listener] = []
@@ -70,6 +72,8 @@ class JobRunner:
         except Exception as exc:  # an operation bug must still end the job, with the reason
             result = JobResult(op.job.id, Outcome.FAILED, f"internal error: {exc}", started, time.time())
         record.result = result
+        if self._audit is not None:
+            self._audit(op.job, result)
         self._emit(record, result)
         record.done.set()
 

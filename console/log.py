@@ -7,9 +7,14 @@ import os
 from pathlib import Path
 
 
-def log_path() -> Path:
+def state_dir() -> Path:
+    """Where hvc keeps its log and audit trail ($XDG_STATE_HOME/hvc)."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "hvc" / "hvc.log"
+    return Path(base) / "hvc"
+
+
+def log_path() -> Path:
+    return state_dir() / "hvc.log"
 
 
 def log_exception(exc: BaseException) -> Path:

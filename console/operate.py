@@ -11,9 +11,10 @@ import queue
 import sys
 
 from backends.base import Backend
-from backends.errors import BadInput
+from backends.errors import BadInput, HvcError
 from backends.models import Job, JobEvent, JobResult, Outcome
 from backends.requests import Request
+from console import audit
 from console.jobs import JobRunner
 from console.progress_out import Output
 
@@ -31,11 +32,15 @@ def confirm(question: str, yes: bool) -> None:
 
 def run_operation(backend: Backend, request: Request, *, as_json: bool, question: str | None = None,
                   yes: bool = False) -> int:
-    op = backend.prepare(request)  # refusals (BadInput) surface as exit 2 before anything runs
-    if question:
-        confirm(question, yes)
+    try:
+        op = backend.prepare(request)  # refusals (BadInput) surface as exit 2 before anything runs
+        if question:
+            confirm(question, yes)
+    except HvcError as exc:
+        audit.record_refusal(request.kind.value, str(request), exc.one_line(), backend.name)
+        raise
     events: queue.Queue[tuple[Job, JobEvent]] = queue.Queue()
-    runner = JobRunner()
+    runner = JobRunner(audit=lambda job, result: audit.record_job(job, result, backend.name))
     runner.listen(lambda job, event: events.put((job, event)))
     out = Output(as_json)
     record = runner.start(op)

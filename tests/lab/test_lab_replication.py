@@ -1,6 +1,8 @@
 """Replication on the two-host lab: a 3-layer qcow2 chain ships from host A to host B through
 libvirt volume streams, a 4th layer ships alone (also after an interrupted try), a corrupted
 replica layer fails verification and is re-shipped, and a test failover boots on host B.
+A planned failover moves the guest to host B onto its replica chain and reverses replication:
+the next sync ships from B back to A only what B wrote.
 
 Everything this file creates is named ``hvc-lab-rep…`` and removed at the end.
 """
@@ -22,7 +24,7 @@ import libvirt
 import pytest
 
 from backends.base import Operation
-from backends.errors import BadInput, Unsupported
+from backends.errors import BadInput
 from backends.libvirt.backend import LibvirtBackend
 from backends.libvirt.lab import LabStatus
 from backends.libvirt.lab.common import POOL, pool_dir
@@ -263,8 +265,6 @@ def test_replicate_a_chain_sync_a_new_layer_verify_and_test_failover(
         _compare_all(primary, _replica_paths(conn_b))
 
         # 4. Test failover: a transient copy runs on host B over a throwaway overlay.
-        with pytest.raises(Unsupported):
-            LibvirtFailover(backend, FailoverRequest(VM, test=False))
         result, _, _ = _execute(LibvirtFailover(backend, FailoverRequest(VM, test=True)))
         assert result.outcome is Outcome.SUCCEEDED, result.reason
         dom = conn_b.lookupByName(trial_name(VM))
@@ -318,5 +318,129 @@ def test_a_running_guest_ships_its_sealed_layers_and_not_the_one_it_writes(
         links = [r for r in replica_links(backend) if r.vm == VM]
         assert [p.path for p in links[0].primary.layers] == [*map(str, primary), str(snap)]
         assert links[0].layer_states == (LayerState.PRESENT,) * 3 + (LayerState.MISSING,)
+    finally:
+        backend.close()
+
+
+def test_planned_failover_moves_the_guest_and_reverses_replication(
+        lab: LabStatus, conns: tuple[Any, Any]) -> None:
+    conn_a, conn_b = conns
+    primary: list[Path] = []
+    for i, (name, size, pattern) in enumerate(LAYERS):
+        primary.append(_make_layer(name, size // 4, pattern, i * 64 * MIB, primary[-1] if primary else None))
+    conn_a.storagePoolLookupByName(POOL).refresh(0)
+    uuid = conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1])).UUIDString()
+    backend = LibvirtBackend(lab.uris, poll_s=3600)
+    try:
+        inv = backend.refresh()
+        host_a = next(h.name for h in inv.hosts if h.uri == lab.uris[0])
+        host_b = next(h.name for h in inv.hosts if h.uri == lab.uris[1])
+        _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM, to=host_b, rpo_s=600)))[0])
+        # The guest wrote a 4th layer since: the final sync must ship it, and only it.
+        name, size, pattern = FOURTH
+        primary.append(_make_layer(name, size, pattern, 3 * 64 * MIB, primary[-1]))
+        conn_a.storagePoolLookupByName(POOL).refresh(0)
+        conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1], uuid))
+        backend.refresh()
+
+        # 1. Planned failover: final sync, the guest defined and running on B, gone from A.
+        result, events, seconds = _execute(LibvirtFailover(backend, FailoverRequest(VM, test=False)))
+        assert result.outcome is Outcome.SUCCEEDED, result.reason
+        assert "replication reversed" in result.reason, result.reason
+        marks = [e.phase for e in events if isinstance(e, PhaseChanged)]
+        assert marks == ["stopping", "final sync", "starting", "reversing"], marks
+        assert {e.job_id for e in events} == {result.job_id}
+        final = [e for e in events if isinstance(e, Progress) and e.phase == "final sync"]
+        assert final and final[-1].detail.get("step") == "verifying"
+        shipped = int(result.reason.split("final sync: ")[1].split(" bytes shipped")[0])
+        assert abs(shipped - _allocation(primary[-1])) <= 65536, (shipped, _allocation(primary[-1]))
+        phases = _phase_seconds(events, result)
+        print("\nplanned failover: " + ", ".join(f"{p} {s:.2f}s" for p, s in phases.items())
+              + f", {seconds:.2f}s in all; final sync shipped {shipped} bytes")
+        dom = conn_b.lookupByName(VM)
+        assert dom.isActive() and dom.isPersistent() and dom.UUIDString() == uuid
+        with pytest.raises(libvirt.libvirtError):
+            conn_a.lookupByName(VM)
+        assert all(p.exists() for p in primary)  # undefined, not deleted
+        overlay = pool_dir("b") / primary[-1].name  # named like the primary's active layer
+        assert f"file='{overlay}'" in dom.XMLDesc(0)
+        record_a = read_record(conn_a, conn_a.storagePoolLookupByName(POOL), VM)
+        assert record_a is not None and record_a.primary_host == host_b and record_a.replica_host == host_a
+        assert [layer.volume for layer in record_a.disks["sda"]] == [p.name for p in primary]
+        assert read_record(conn_b, conn_b.storagePoolLookupByName(POOL), VM) is None
+        replica_b = [pool_dir("b") / f"{VM}.sda.{i}.{p.stem}.qcow2" for i, p in enumerate(primary)]
+        info = json.loads(_run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(overlay)]).stdout)
+        assert [Path(i["filename"]).resolve() for i in info] == [
+            overlay.resolve(), *(p.resolve() for p in reversed(replica_b))]
+        _compare_all_at(replica_b, primary, pool_dir("a"))  # A's layers re-pointed, relative
+
+        # 2. Reverse replication: B → A. Running, the overlay is not read; nothing else ships.
+        inv = backend.refresh(replicas=True)
+        assert any(v.name == VM and v.host == host_b for v in inv.vms)
+        assert not any(v.name == VM and v.host == host_a for v in inv.vms)
+        links = [r for r in replica_links(backend) if r.vm == VM]
+        assert len(links) == 1 and links[0].primary_host == host_b and links[0].replica_host == host_a
+        assert links[0].layer_states == (LayerState.PRESENT,) * 4 + (LayerState.MISSING,)
+        result, _, _ = _execute(LibvirtReplicate(backend, ReplicateRequest(VM)))
+        assert _shipped(result) == 0 and "active layer was not shipped" in result.reason
+        dom.destroy()  # shut off: the layer B wrote ships, alone
+        backend.refresh()
+        result, events, seconds = _execute(LibvirtReplicate(backend, ReplicateRequest(VM)))
+        shipped = _shipped(result)
+        assert abs(shipped - _allocation(overlay)) <= 65536, (shipped, _allocation(overlay))
+        phases = _phase_seconds(events, result)
+        print(f"reverse sync B → A: {shipped} bytes shipped in {phases['shipping']:.2f}s, "
+              f"verified in {phases['verifying']:.2f}s, {seconds:.2f}s in all")
+        back = [*primary, pool_dir("a") / f"{VM}.sda.4.{overlay.stem}.qcow2"]
+        _compare_all_at([*replica_b, overlay], back, pool_dir("a"))
+        links = [r for r in replica_links(backend) if r.vm == VM]
+        assert links[0].primary_host == host_b and links[0].layer_states == (LayerState.PRESENT,) * 5
+    finally:
+        backend.close()
+
+
+def _compare_all_at(primary: list[Path], replica: list[Path], where: Path) -> None:
+    """Like ``_compare_all``, the replica chain in the pool directory ``where``."""
+    assert len(primary) == len(replica)
+    for mine, theirs in zip(primary, replica, strict=True):
+        done = _run(["qemu-img", "compare", "-U", str(mine), str(theirs)])
+        assert done.returncode == 0, f"{mine.name} vs {theirs.name}: {done.stdout}{done.stderr}"
+    info = json.loads(_run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(replica[-1])]).stdout)
+    assert [Path(i["filename"]).resolve() for i in info] == [p.resolve() for p in reversed(replica)]
+    for entry in info[:-1]:
+        assert not os.path.isabs(entry["backing-filename"]), entry
+        assert Path(entry["full-backing-filename"]).resolve().parent == where.resolve()
+
+
+def test_planned_failover_stops_a_running_guest_first(lab: LabStatus, conns: tuple[Any, Any]) -> None:
+    conn_a, conn_b = conns
+    primary: list[Path] = []
+    for i, (name, _, pattern) in enumerate(LAYERS):
+        primary.append(_make_layer(name, MIB, pattern, i * 64 * MIB, primary[-1] if primary else None))
+    conn_a.storagePoolLookupByName(POOL).refresh(0)
+    dom = conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
+    dom.create()
+    backend = LibvirtBackend(lab.uris, poll_s=3600)
+    try:
+        inv = backend.refresh()
+        host_b = next(h.name for h in inv.hosts if h.uri == lab.uris[1])
+        result, _, _ = _execute(LibvirtReplicate(backend, ReplicateRequest(VM, to=host_b)))
+        assert "active layer was not shipped" in result.reason
+        op = LibvirtFailover(backend, FailoverRequest(VM, test=False))
+        assert op.planned is not None
+        op.planned.shutdown_timeout_s = 2.0  # no guest OS to honour the ACPI shutdown: forced after 2 s
+        result, events, seconds = _execute(op)
+        assert result.outcome is Outcome.SUCCEEDED, result.reason
+        phases = _phase_seconds(events, result)
+        assert phases["stopping"] >= 2.0
+        assert any(isinstance(e, Progress) and e.phase == "stopping" for e in events)
+        shipped = int(result.reason.split("final sync: ")[1].split(" bytes shipped")[0])
+        assert 0 < shipped <= _allocation(primary[-1]) + 65536  # the active layer, now quiescent
+        print("\nplanned failover of a running guest: "
+              + ", ".join(f"{p} {s:.2f}s" for p, s in phases.items()) + f", {seconds:.2f}s in all")
+        moved = conn_b.lookupByName(VM)
+        assert moved.isActive() and moved.isPersistent()
+        with pytest.raises(libvirt.libvirtError):
+            conn_a.lookupByName(VM)
     finally:
         backend.close()

@@ -10,7 +10,8 @@ One idea per module:
 - ``plan``: what a sync ships (sealed and active layers), replica volume names.
 - ``verify``: the layer-by-layer check after each sync.
 - ``tally``: progress of a phase.
-- ``operation``: the replicate job; ``failover``: the test failover job.
+- ``operation``: the replicate job; ``failover``: the failover job (test, or planned via
+  ``planned``: stop, final sync, start on the replica chain, reverse replication).
 - ``status``: replica links for the inventory.
 """
 
@@ -22,16 +23,19 @@ from backends.libvirt.replication.failover import (
 )
 from backends.libvirt.replication.header import backing_name, canonical_head, repoint
 from backends.libvirt.replication.operation import LibvirtReplicate
+from backends.libvirt.replication.planned import LibvirtPlannedFailover, failover_domain_xml
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, read_record, write_record
 from backends.libvirt.replication.status import replica_links
 
 __all__ = [
     "LayerRecord",
     "LibvirtFailover",
+    "LibvirtPlannedFailover",
     "LibvirtReplicate",
     "ReplicaRecord",
     "backing_name",
     "canonical_head",
+    "failover_domain_xml",
     "read_record",
     "replica_links",
     "repoint",

@@ -12,9 +12,10 @@ from xml.sax.saxutils import escape
 import libvirt
 
 from backends.base import Emit, Operation, find_vm, new_job
-from backends.errors import BadInput, Unsupported
+from backends.errors import BadInput
 from backends.libvirt.ops import libvirt_reason, open_job_connection
 from backends.libvirt.replication.locate import connected, find_records, no_replica
+from backends.libvirt.replication.planned import LibvirtPlannedFailover
 from backends.libvirt.replication.volumes import delete, vol_facts
 from backends.models import JobKind, JobResult, Outcome, PhaseChanged
 from backends.requests import FailoverRequest
@@ -41,13 +42,15 @@ class LibvirtFailover(Operation):
     (so it cannot clash with the primary), the disks and a pty serial console only. Forcing it
     off ends the test; its overlays stay until the next test failover replaces them.
 
-    Planned failover is not implemented for libvirt yet."""
+    ``FailoverRequest(test=False)`` is a planned failover: the job of
+    ``backends.libvirt.replication.planned`` runs in its place."""
 
     def __init__(self, backend: LibvirtBackend, request: FailoverRequest) -> None:
+        self.planned: LibvirtPlannedFailover | None = None
         if not request.test:
-            raise Unsupported("planned failover is not implemented for libvirt hosts yet",
-                              hint="run a test failover (`hvc failover VM --test`); for a real one, shut the VM "
-                                   "down, sync, and define it on the recovery host over its replica chain")
+            self.planned = LibvirtPlannedFailover(backend, request)
+            super().__init__(self.planned.job)
+            return
         inv = backend.snapshot()
         vm = find_vm(inv, request.vm)
         found = [f for f in find_records(backend, inv, vm.name, skip=vm.host) if f.record.uuid == vm.uuid]
@@ -79,6 +82,8 @@ class LibvirtFailover(Operation):
 
     def run(self, emit: Emit, cancel: threading.Event) -> JobResult:
         """Create the overlays in the replica pool and start the transient guest on them."""
+        if self.planned is not None:
+            return self.planned.run(emit, cancel)
         started = time.time()
         job = self.job
 
