@@ -18,6 +18,7 @@ def inventory_to_dict(inv: Inventory, capabilities: frozenset[str] = frozenset()
         "devices": [asdict(d) for d in inv.devices],
         "chains": [asdict(c) for c in inv.chains],
         "replicas": replicas_to_list(inv),
+        "pools": [asdict(p) for p in inv.pools],
     }
 
 

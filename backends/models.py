@@ -258,6 +258,27 @@ class ReplicaLink:
 
 
 @dataclass(frozen=True, slots=True)
+class Volume:
+    name: str
+    path: str
+    format: str | None
+    capacity_bytes: int | None
+    allocated_bytes: int | None
+    backing: str | None = None  # path of the volume it is an overlay of
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePool:
+    name: str
+    host: str
+    kind: str | None  # dir, logical, netfs, …
+    path: str | None
+    capacity_bytes: int | None
+    available_bytes: int | None
+    volumes: tuple[Volume, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Inventory:
     """A full snapshot of everything one backend manages."""
 
@@ -268,6 +289,7 @@ class Inventory:
     chains: tuple[DiskChain, ...]
     replicas: tuple[ReplicaLink, ...] = ()
     taken_at: float = 0.0
+    pools: tuple[StoragePool, ...] = ()
 
     def host(self, name: str) -> Host | None:
         return next((h for h in self.hosts if h.name == name), None)

@@ -32,6 +32,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("quit", "q", "Quit"),
     Action("open_host", "enter", "Open host (NUMA map)", scope="fleet"),
     Action("back", "escape", "Back", scope="host"),
+    Action("host_migrate", "M", "Migrate a VM off this host", scope="host"),
     Action("sort", "o", "Sort by next column", scope="vms"),
     Action("vm_start", "S", "Start VM", scope="vms"),
     Action("vm_shutdown", "D", "Shut down VM", scope="vms", destructive=True),

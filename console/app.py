@@ -8,10 +8,11 @@ from textual.app import App
 from backends.base import Backend, Change, Operation
 from backends.errors import HvcError
 from backends.models import Inventory, Job, JobEvent, JobResult, Outcome, Vm
-from backends.requests import LifecycleAction, LifecycleRequest, Request
+from backends.requests import LifecycleAction, LifecycleRequest, MigrateRequest, Request
 from backends.usage import cpu_use
 from console import audit
 from console.actions import IDS, bindings
+from console.choices import migration_targets
 from console.jobs import JobRunner
 from console.messages import BackendFailed, InventoryUpdated, JobFinished, JobProgressed
 from console.palette import ActionCommands
@@ -21,6 +22,7 @@ from console.screens.dialogs import ConfirmScreen, HelpScreen
 from console.screens.fleet import FleetScreen
 from console.screens.host import HostScreen
 from console.screens.jobs import JobsScreen
+from console.screens.picker import PickerScreen
 from console.screens.replication import ReplicationScreen
 from console.screens.vms import VmsScreen
 
@@ -133,6 +135,18 @@ class HvcApp(App[None]):
     def lifecycle(self, vm: Vm, action: LifecycleAction) -> None:
         question = f"{action.value.capitalize()} {vm.name} on {vm.host}?" if action.destructive else None
         self.operate(LifecycleRequest(vm.name, action, host=vm.host), question)
+
+    def pick_migration(self, vm: Vm) -> None:
+        """Pick a destination (hosts that cannot take it say why), confirm, migrate."""
+        if self.inventory is None:
+            return
+
+        def chosen(host: str | None) -> None:
+            if host:
+                self.operate(MigrateRequest(vm.name, host), f"Live-migrate {vm.name} to {host}?")
+
+        self.push_screen(PickerScreen(f"Migrate {vm.name} from {vm.host} to…", migration_targets(self.inventory, vm)),
+                         chosen)
 
     def operate(self, request: Request, question: str | None = None) -> None:
         """Check the request, show what will happen when asked to, then run it as a job."""

@@ -70,6 +70,15 @@ def print_inventory(inv: Inventory, console: Console | None = None) -> None:
         chains.add_row(c.vm, c.disk, str(len(c.layers)), names, format_bytes(alloc) if alloc else "?")
     console.print(chains)
 
+    if inv.pools:
+        pools = Table(title="Storage pools", title_justify="left")
+        for col in ("host", "pool", "type", "path", "volumes", "overlays", "available"):
+            pools.add_column(col)
+        for p in inv.pools:
+            overlays = sum(1 for v in p.volumes if v.backing)
+            pools.add_row(p.host, p.name, p.kind or "?", p.path or "?", str(len(p.volumes)), str(overlays),
+                          format_bytes(p.available_bytes))
+        console.print(pools)
     if inv.replicas:
         print_replication(inv, console)
 

@@ -243,6 +243,7 @@ class LibvirtBackend(Backend):
             vms=vms,
             devices=resolve_owners(devices, vms),
             chains=chains,
+            pools=tuple(replace(p, host=names[v.uri]) for v in views for p in v.pools),
             replicas=self._replicas,
             taken_at=time.time(),
         )

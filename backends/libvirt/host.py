@@ -19,8 +19,16 @@ from typing import Any
 import libvirt
 
 from backends.libvirt.ops import libvirt_reason
-from backends.libvirt.parse import DomainFacts, HostTopology, parse_capabilities, parse_domain, parse_nodedev
-from backends.models import DiskChain, HostState, PciDevice, Vm, VmState
+from backends.libvirt.parse import (
+    DomainFacts,
+    HostTopology,
+    parse_capabilities,
+    parse_domain,
+    parse_nodedev,
+    parse_pool,
+    parse_volume,
+)
+from backends.models import DiskChain, HostState, PciDevice, StoragePool, Vm, VmState, Volume
 from backends.uri import redact
 
 _STATES = {
@@ -55,6 +63,7 @@ class HostView:
     vms: tuple[Vm, ...] = ()
     chains: tuple[DiskChain, ...] = ()
     devices: tuple[PciDevice, ...] = ()
+    pools: tuple[StoragePool, ...] = ()
     error: str | None = None
     generation: int = 0
 
@@ -98,7 +107,7 @@ class HostConnection:
         self._last_state: dict[str, VmState] = {}
         self._dirty: set[str] = set()
         self._devices: tuple[PciDevice, ...] | None = None
-        self._volumes: dict[str, tuple[int, int]] | None = None  # path → (capacity, allocation)
+        self._pools: tuple[StoragePool, ...] | None = None
         self._thread = threading.Thread(target=self._run, name=f"host {redact(uri)}", daemon=True)
 
     # -- driving the thread ------------------------------------------------------------
@@ -162,7 +171,7 @@ class HostConnection:
             self._conn = conn
             self._facts.clear()
             self._devices = None
-            self._volumes = None
+            self._pools = None
         self._subscribe(conn)
         # Local and test drivers have no keepalive; they cannot drop silently either.
         with contextlib.suppress(libvirt.libvirtError):
@@ -178,7 +187,7 @@ class HostConnection:
                 conn.domainEventRegisterAny(None, event_id, self._domain_event(name.lower()), None)
         for register, event_id, target in (
             ("nodeDeviceEventRegisterAny", "VIR_NODE_DEVICE_EVENT_ID_LIFECYCLE", "_devices"),
-            ("storagePoolEventRegisterAny", "VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE", "_volumes"),
+            ("storagePoolEventRegisterAny", "VIR_STORAGE_POOL_EVENT_ID_LIFECYCLE", "_pools"),
         ):
             with contextlib.suppress(libvirt.libvirtError, AttributeError):
                 getattr(conn, register)(None, getattr(libvirt, event_id), self._invalidate(target), None)
@@ -240,12 +249,12 @@ class HostConnection:
         vms, chains = self._domains(conn)
         if self._devices is None:
             self._devices = self._node_devices(conn)
-        if self._volumes is None:
-            self._volumes = self._storage_volumes(conn)
+        if self._pools is None:
+            self._pools = self._storage_pools(conn)
         chains = tuple(self._sized(c) for c in chains)
         self._publish(replace(
             view, state=HostState.CONNECTED, error=None, free_kib=free, vms=vms, chains=chains,
-            devices=self._devices, generation=view.generation + 1,
+            devices=self._devices, pools=self._pools or (), generation=view.generation + 1,
         ))
 
     def _describe_host(self, conn: Any) -> HostView:
@@ -306,33 +315,43 @@ class HostConnection:
                 out.append(parsed)
         return tuple(out)
 
-    def _storage_volumes(self, conn: Any) -> dict[str, tuple[int, int]]:
-        sizes: dict[str, tuple[int, int]] = {}
+    def _storage_pools(self, conn: Any) -> tuple[StoragePool, ...]:
+        """Active pools and their volumes with backing paths: read once, then on pool events."""
+        pools = []
         self._count("listAllStoragePools")
         for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
             try:
+                self._count("pool.XMLDesc")
+                kind, path = parse_pool(pool.XMLDesc(0))
+                _, capacity, _, available = pool.info()
+                volumes = []
                 self._count("listAllVolumes")
                 for vol in pool.listAllVolumes(0):
                     self._count("volume.info")
-                    _, capacity, allocation = vol.info()
-                    sizes[vol.path()] = (capacity, allocation)
+                    _, vol_capacity, allocation = vol.info()
+                    self._count("volume.XMLDesc")
+                    fmt, backing = parse_volume(vol.XMLDesc(0))
+                    volumes.append(Volume(vol.name(), vol.path(), fmt, vol_capacity, allocation, backing))
             except libvirt.libvirtError:
                 continue  # a pool that vanished or cannot list: its layers stay unsized
-        return sizes
+            pools.append(StoragePool(pool.name(), self.uri, kind, path, capacity, available,
+                                     tuple(sorted(volumes, key=lambda v: v.name))))
+        return tuple(pools)
 
     def _sized(self, chain: DiskChain) -> DiskChain:
-        if not self._volumes:
-            return chain
+        """Layers get their sizes from the pool volume at the same path, where there is one."""
+        volumes = {v.path: v for p in self._pools or () for v in p.volumes}
         layers = tuple(
-            replace(layer, virtual_bytes=self._volumes[layer.path][0], allocated_bytes=self._volumes[layer.path][1])
-            if layer.path in self._volumes and layer.virtual_bytes is None else layer
+            replace(layer, virtual_bytes=volumes[layer.path].capacity_bytes,
+                    allocated_bytes=volumes[layer.path].allocated_bytes)
+            if layer.path in volumes and layer.virtual_bytes is None else layer
             for layer in chain.layers
         )
         return replace(chain, layers=layers)
 
     def _publish(self, view: HostView) -> None:
-        changed = view.state != self.view.state or view.vms != self.view.vms or view.free_kib != self.view.free_kib \
-            or view.devices != self.view.devices or view.chains != self.view.chains or view.error != self.view.error
+        fields = ("state", "vms", "free_kib", "devices", "pools", "chains", "error")
+        changed = any(getattr(view, f) != getattr(self.view, f) for f in fields)
         with self._fresh:
             self.view = view
             self._fresh.notify_all()

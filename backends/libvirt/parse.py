@@ -370,3 +370,16 @@ def resolve_owners(devices: Iterable[PciDevice], vms: Iterable[Vm]) -> tuple[Pci
             d = replace(d, owner=Owner(OwnerKind.VM, vm=owner, driver=d.driver))
         out.append(d)
     return tuple(out)
+
+
+def parse_pool(xml: str) -> tuple[str | None, str | None]:
+    """A storage pool's type and target path."""
+    root = _root(xml, "pool", "storage pool")
+    return root.get("type"), _text(root.find("target/path"))
+
+
+def parse_volume(xml: str) -> tuple[str | None, str | None]:
+    """A volume's format and the path of its backing volume (None for a base)."""
+    root = _root(xml, "volume", "storage volume")
+    fmt = root.find("target/format")
+    return (fmt.get("type") if fmt is not None else None), _text(root.find("backingStore/path"))

@@ -23,7 +23,9 @@ from backends.models import (
     NumaCell,
     ReplicaLink,
     Site,
+    StoragePool,
     Vm,
+    Volume,
 )
 from backends.requests import (
     FailoverRequest,
@@ -94,6 +96,21 @@ class SimBackend(Backend):
             chains=tuple(self.state.chains.values()),
             replicas=self._replicas(now),
             taken_at=now,
+            pools=self._pools(),
+        )
+
+    def _pools(self) -> tuple[StoragePool, ...]:
+        """One image pool per host holding its VMs' chains, each layer backed by the one below."""
+        volumes: dict[str, list[Volume]] = {}
+        for chain in self.state.chains.values():
+            for below, layer in zip((None, *chain.layers), chain.layers, strict=False):
+                volumes.setdefault(chain.host, []).append(Volume(
+                    layer.path.rsplit("/", 1)[-1], layer.path, layer.format, layer.virtual_bytes,
+                    layer.allocated_bytes, below.path if below else None))
+        return tuple(
+            StoragePool("images", h.name, "dir", "/var/lib/libvirt/images", None, None,
+                        tuple(sorted(volumes.get(h.name, []), key=lambda v: v.path)))
+            for h in self.spec.hosts
         )
 
     def _vm_now(self, vm: Vm, now: float) -> Vm:

@@ -7,8 +7,10 @@ from textual.app import ComposeResult
 
 from backends.local import is_local, local_stats
 from backends.models import Inventory
+from backends.units import format_kib
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
+from console.screens.picker import PickerScreen
 from widgets.host_card import HostCard
 from widgets.numa_map import NumaMap
 
@@ -41,6 +43,22 @@ class HostScreen(InventoryScreen):
         card.display = is_local(host)
         if card.display:
             card.show(local_stats(), host)
+
+    def action_host_migrate(self) -> None:
+        """Pick one of this host's running VMs, then where it should go."""
+        inv = self.hvc.inventory
+        vms = [v for v in inv.vms_on(self.host_name) if v.active] if inv else []
+        if not vms:
+            self.set_status(f"no running VM on {self.host_name}")
+            return
+
+        def chosen(name: str | None) -> None:
+            vm = next((v for v in vms if v.name == name), None)
+            if vm is not None:
+                self.hvc.pick_migration(vm)
+
+        choices = [(v.name, f"{v.name}  ({v.vcpus} vCPUs, {format_kib(v.memory_kib)})", None) for v in vms]
+        self.app.push_screen(PickerScreen(f"Migrate which VM off {self.host_name}?", choices), chosen)
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -8,10 +8,10 @@ from textual.widgets import DataTable
 
 from backends.analysis import vm_flags
 from backends.models import Inventory, Vm
-from backends.requests import LifecycleAction, MigrateRequest, RebalanceRequest
+from backends.requests import LifecycleAction, RebalanceRequest
 from backends.vnuma import fits_on
 from console.actions import bindings
-from console.choices import migration_targets, rebalance_targets
+from console.choices import rebalance_targets
 from console.screens.base import InventoryScreen, pane
 from console.screens.picker import PickerScreen
 from widgets.vm_detail import VmDetail
@@ -93,16 +93,9 @@ class VmsScreen(InventoryScreen):
         self._lifecycle(LifecycleAction.FORCE_OFF)
 
     def action_vm_migrate(self) -> None:
-        vm, inv = self.selected(), self.hvc.inventory
-        if vm is None or inv is None:
-            return
-
-        def chosen(host: str | None) -> None:
-            if host:
-                self.hvc.operate(MigrateRequest(vm.name, host), f"Live-migrate {vm.name} to {host}?")
-
-        self.app.push_screen(PickerScreen(f"Migrate {vm.name} from {vm.host} to…", migration_targets(inv, vm)),
-                             chosen)
+        vm = self.selected()
+        if vm is not None:
+            self.hvc.pick_migration(vm)
 
     def action_vm_rebalance(self) -> None:
         vm, inv = self.selected(), self.hvc.inventory

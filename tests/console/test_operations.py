@@ -76,3 +76,21 @@ async def test_sync_and_test_failover_from_the_replication_view() -> None:
         failover = app.jobs.all()[-1]
         assert failover.done.wait(10)
         assert app.backend.snapshot().vm("web-02-testfo") is not None
+
+
+async def test_migrate_a_vm_off_a_host_from_its_numa_view() -> None:
+    app = demo_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter", "M")  # fra-hv01's NUMA map, then: which VM?
+        assert isinstance(app.screen, PickerScreen)
+        options = app.screen.query_one(OptionList)
+        ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        assert "web-01" in ids and "cache-01" not in ids  # only running VMs can move live
+        while options.get_option_at_index(options.highlighted or 0).id != "web-01":
+            await pilot.press("j")
+        await pilot.press("enter")
+        assert isinstance(app.screen, PickerScreen)  # now: where to?
+        await pilot.press("enter", "y")
+        (record,) = app.jobs.all()
+        assert record.done.wait(10) and record.result and record.result.outcome.value == "succeeded"
+        assert app.backend.snapshot().vm("web-01").host != "fra-hv01"  # type: ignore[union-attr]

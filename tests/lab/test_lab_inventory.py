@@ -65,6 +65,11 @@ def test_inventory_json_lists_both_lab_hosts(lab: LabStatus) -> None:
     names = [layer["path"].rsplit("/", 1)[-1] for layer in chain["layers"]]
     assert names == ["hvc-lab-numa-base.qcow2", "hvc-lab-numa-mid.qcow2", "hvc-lab-numa-top.qcow2"]
     assert all(layer["format"] == "qcow2" and layer["allocated_bytes"] for layer in chain["layers"])
+    pool = next(p for p in doc["pools"] if p["name"] == "hvc-lab" and p["host"] == vms["hvc-lab-numa"]["host"])
+    volumes = {v["name"]: v for v in pool["volumes"]}
+    assert volumes["hvc-lab-numa-top.qcow2"]["backing"].endswith("hvc-lab-numa-mid.qcow2")
+    assert volumes["hvc-lab-numa-mid.qcow2"]["backing"].endswith("hvc-lab-numa-base.qcow2")
+    assert volumes["hvc-lab-numa-base.qcow2"]["backing"] is None
     b_name = next(h["name"] for h in doc["hosts"] if h["uri"] == lab.uris[1])
     assert vms["hvc-lab-b1"]["host"] == b_name and vms["hvc-lab-b1"]["state"] == "running"
 

@@ -637,7 +637,7 @@ class FakeTap:
 
 
 class FakeBackend:
-    """Just what LibvirtHandoff uses: snapshot, host_for, events, refresh."""
+    """Just what LibvirtHandoff uses: snapshot, host_for, connected, events, refresh."""
 
     def __init__(self, inv: Inventory, doms: dict[str, FakeDom], nodedev: FakeNodeDev) -> None:
         self.inv, self.doms, self.nodedev, self.tap = inv, doms, nodedev, FakeTap()
@@ -652,6 +652,9 @@ class FakeBackend:
         return self.inv
 
     def host_for(self, _name: str) -> FakeBackend:
+        return self
+
+    def connected(self, _name: str, _role: str = "") -> FakeBackend:
         return self
 
     def events(self, *_args: object) -> FakeTap:

@@ -129,3 +129,18 @@ def test_passwords_in_uris_are_never_shown() -> None:
         assert "s3cret" not in text and "admin:***@127.0.0.1" in text
     finally:
         backend.close()
+
+
+def test_storage_pools_list_volumes_with_their_backing_chains(tmp_path: Path) -> None:
+    backend = LibvirtBackend([fleet_uri(write_test_fleet(tmp_path / "fleet.xml", 30))], poll_s=3600)
+    try:
+        inv = backend.snapshot()
+        (pool,) = inv.pools
+        assert pool.name == "images" and pool.kind == "dir" and pool.host == inv.hosts[0].name
+        by_path = {v.path: v for v in pool.volumes}
+        overlays = [v for v in pool.volumes if v.backing]
+        assert overlays and all(v.backing in by_path for v in overlays)  # every backing is a volume of the pool
+        sized = [layer for c in inv.chains for layer in c.layers if layer.path in by_path]
+        assert sized and all(layer.allocated_bytes == by_path[layer.path].allocated_bytes for layer in sized)
+    finally:
+        backend.close()

@@ -139,3 +139,12 @@ def test_scale_rejects_bad_shapes(text: str) -> None:
 
     with pytest.raises(BadInput, match="--scale"):
         parse_scale(text)
+
+
+def test_each_host_has_an_image_pool_with_its_chains(spec: FleetSpec) -> None:
+    inv = SimBackend(spec).snapshot()
+    pool = next(p for p in inv.pools if p.host == "fra-hv02")
+    chain = next(c for c in inv.chains if c.vm == "ci-runner-01")
+    volumes = {v.path: v for v in pool.volumes}
+    expected = [None, *(below.path for below in chain.layers[:-1])]
+    assert [volumes[layer.path].backing for layer in chain.layers] == expected

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from backends.errors import BadInput, OperationFailed
@@ -12,23 +10,12 @@ from backends.requests import FailoverRequest, ReplicateRequest, Request
 from backends.sim.backend import SimBackend
 from backends.sim.clock import ManualClock
 from backends.sim.fleet import demo_fleet_path, load_fleet
+from tests.unit.test_sim_operations import run
 
 
 def sim() -> tuple[SimBackend, ManualClock]:
     clock = ManualClock()
     return SimBackend(load_fleet(demo_fleet_path()), clock), clock
-
-
-def run(backend: SimBackend, request: Request, cancel_after: int | None = None):  # type: ignore[no-untyped-def]
-    events: list[object] = []
-    cancel = threading.Event()
-
-    def emit(event: object) -> None:
-        events.append(event)
-        if cancel_after is not None and len(events) >= cancel_after:
-            cancel.set()
-
-    return backend.prepare(request).run(emit, cancel), events
 
 
 def link(backend: SimBackend, vm: str):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ import libvirt
 from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput
 from backends.libvirt.ops import libvirt_reason, open_job_connection
-from backends.libvirt.replication.locate import connected, find_records, no_replica
+from backends.libvirt.replication.locate import replica_of
 from backends.libvirt.replication.planned import LibvirtPlannedFailover
 from backends.libvirt.replication.volumes import delete, vol_facts
 from backends.models import JobKind, JobResult, Outcome, PhaseChanged
@@ -53,14 +53,11 @@ class LibvirtFailover(Operation):
             return
         inv = backend.snapshot()
         vm = find_vm(inv, request.vm)
-        found = [f for f in find_records(backend, inv, vm.name, skip=vm.host) if f.record.uuid == vm.uuid]
-        if not found:
-            no_replica(backend, inv, vm, f"{vm.name} is not replicated", "replicate it first with `hvc replicate`")
-        link = found[0]
+        link = replica_of(backend, inv, vm)
         tops = {disk: layers[-1].volume for disk, layers in link.record.disks.items() if layers}
         if not tops:
             raise BadInput(f"no layer of {vm.name} has reached {link.host} yet", hint="sync it first")
-        dst = connected(backend, link.host, "the recovery host")
+        dst = backend.connected(link.host, "the recovery host")
         name = trial_name(vm.name)
         with contextlib.suppress(libvirt.libvirtError):
             dst.connection.lookupByName(name)
@@ -69,7 +66,7 @@ class LibvirtFailover(Operation):
         # The definition as of the last sync travels in the record: the primary may be down.
         self.primary_xml = link.record.domain_xml
         if not self.primary_xml:
-            src = connected(backend, vm.host, "the primary")
+            src = backend.connected(vm.host, "the primary")
             try:
                 self.primary_xml = src.connection.lookupByUUIDString(vm.uuid).XMLDesc(
                     libvirt.VIR_DOMAIN_XML_INACTIVE)

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 import libvirt
 
-from backends.errors import BadInput, HostUnreachable
+from backends.errors import BadInput
 from backends.libvirt.replication.record import ReplicaRecord, read_record
 from backends.models import Inventory, Vm
 
 if TYPE_CHECKING:
     from backends.libvirt.backend import LibvirtBackend
-    from backends.libvirt.host import HostConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +59,9 @@ def no_replica(backend: LibvirtBackend, inv: Inventory, vm: Vm, message: str, hi
     raise BadInput(message, hint=hint)
 
 
-def connected(backend: LibvirtBackend, name: str, role: str) -> HostConnection:
-    """The connected host called ``name``; HostUnreachable names its ``role`` when it is not."""
-    host = backend.host_for(name)
-    if host is None or host.connection is None:
-        raise HostUnreachable(f"{name} ({role}) is not connected", hint="wait for it to come back")
-    return host
+def replica_of(backend: LibvirtBackend, inv: Inventory, vm: Vm) -> Found:
+    """The replica of ``vm`` (same uuid) on another host, else BadInput or HostUnreachable."""
+    found = [f for f in find_records(backend, inv, vm.name, skip=vm.host) if f.record.uuid == vm.uuid]
+    if not found:
+        no_replica(backend, inv, vm, f"{vm.name} is not replicated", "replicate it first with `hvc replicate`")
+    return found[0]

@@ -14,7 +14,7 @@ from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput, HvcError, OperationFailed
 from backends.libvirt.ops import libvirt_reason, open_job_connection
 from backends.libvirt.parse import parse_domain
-from backends.libvirt.replication.locate import connected, find_records, no_replica
+from backends.libvirt.replication.locate import find_records, no_replica
 from backends.libvirt.replication.plan import drop_unlisted, plan_sync, volume_name
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, read_record, write_record
 from backends.libvirt.replication.stream import Cancelled, ship_layer
@@ -43,7 +43,7 @@ class LibvirtReplicate(Operation):
             raise BadInput(f"{vm.name} has no disks to replicate")
         if request.rpo_s <= 0:
             raise BadInput(f"RPO {request.rpo_s}s must be positive")
-        src = connected(backend, vm.host, "the primary")
+        src = backend.connected(vm.host, "the primary")
         existing = [f for f in find_records(backend, inv, vm.name, skip=vm.host) if f.record.uuid == vm.uuid]
         if request.to is None:
             if not existing:
@@ -57,7 +57,7 @@ class LibvirtReplicate(Operation):
             if others:
                 raise BadInput(f"{vm.name} already replicates to {', '.join(others)}",
                                hint="sync it without --to, or remove that replica first")
-        dst = connected(backend, target, "the recovery host")
+        dst = backend.connected(target, "the recovery host")
         pool_name = self._check_layers(src.connection, vm, chains)
         try:
             dst_pool = dst.connection.storagePoolLookupByName(pool_name)

@@ -39,7 +39,7 @@ from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput, HvcError, OperationFailed
 from backends.libvirt.ops import libvirt_reason, open_job_connection
 from backends.libvirt.replication.header import QCOW2_MAGIC, backing_name, cluster_size, repoint
-from backends.libvirt.replication.locate import find_records, no_replica
+from backends.libvirt.replication.locate import replica_of
 from backends.libvirt.replication.operation import LibvirtReplicate
 from backends.libvirt.replication.record import (
     LayerRecord,
@@ -68,10 +68,7 @@ class LibvirtPlannedFailover(Operation):
     def __init__(self, backend: LibvirtBackend, request: FailoverRequest) -> None:
         inv = backend.snapshot()
         vm = find_vm(inv, request.vm)
-        found = [f for f in find_records(backend, inv, vm.name, skip=vm.host) if f.record.uuid == vm.uuid]
-        if not found:
-            no_replica(backend, inv, vm, f"{vm.name} is not replicated", "replicate it first with `hvc replicate`")
-        link = found[0]
+        link = replica_of(backend, inv, vm)
         rec = link.record
         if not rec.domain_xml or not any(rec.disks.values()):
             raise BadInput(f"no complete sync of {vm.name} has reached {link.host} yet", hint="sync it first")
