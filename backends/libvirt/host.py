@@ -28,7 +28,7 @@ from backends.libvirt.parse import (
     parse_pool,
     parse_volume,
 )
-from backends.models import DiskChain, HostState, PciDevice, StoragePool, Vm, VmState, Volume
+from backends.models import DiskChain, DiskLayer, HostState, PciDevice, StoragePool, Vm, VmState, Volume
 from backends.uri import redact
 
 _STATES = {
@@ -339,15 +339,25 @@ class HostConnection:
         return tuple(pools)
 
     def _sized(self, chain: DiskChain) -> DiskChain:
-        """Layers get their sizes from the pool volume at the same path, where there is one."""
+        """Sizes from the pool volume at each layer's path; and where the domain XML stops at the
+        top (a shut-off guest's inactive XML has no backing chain), the layers below it from the
+        volumes' own backing paths."""
         volumes = {v.path: v for p in self._pools or () for v in p.volumes}
-        layers = tuple(
+        layers = [
             replace(layer, virtual_bytes=volumes[layer.path].capacity_bytes,
                     allocated_bytes=volumes[layer.path].allocated_bytes)
             if layer.path in volumes and layer.virtual_bytes is None else layer
             for layer in chain.layers
-        )
-        return replace(chain, layers=layers)
+        ]
+        below = volumes.get(layers[0].path) if layers else None
+        seen = {layer.path for layer in layers}
+        while below is not None and below.backing and below.backing not in seen:
+            seen.add(below.backing)
+            base = volumes.get(below.backing)
+            layers.insert(0, DiskLayer(below.backing, base.format if base else None,
+                                       base.capacity_bytes if base else None, base.allocated_bytes if base else None))
+            below = base
+        return replace(chain, layers=tuple(layers))
 
     def _publish(self, view: HostView) -> None:
         fields = ("state", "vms", "free_kib", "devices", "pools", "chains", "error")

@@ -144,3 +144,22 @@ def test_storage_pools_list_volumes_with_their_backing_chains(tmp_path: Path) ->
         assert sized and all(layer.allocated_bytes == by_path[layer.path].allocated_bytes for layer in sized)
     finally:
         backend.close()
+
+
+def test_a_chain_cut_short_by_inactive_xml_is_completed_from_pool_volumes() -> None:
+    from backends.libvirt.host import HostConnection
+    from backends.models import DiskChain, DiskLayer, StoragePool, Volume
+
+    host = HostConnection("test:///default", read_only=True, on_change=lambda _h: None)
+    host._pools = (StoragePool("p", "h", "dir", "/p", None, None, (
+        Volume("base", "/p/base", "qcow2", 10, 5, None),
+        Volume("mid", "/p/mid", "qcow2", 10, 2, "/p/base"),
+        Volume("top", "/p/top", "qcow2", 10, 1, "/p/mid"),
+    )),)
+    only_top = DiskChain("vm", "h", "sda", (DiskLayer("/p/top", "qcow2"),))
+    chain = host._sized(only_top)
+    assert [layer.path for layer in chain.layers] == ["/p/base", "/p/mid", "/p/top"]
+    assert [layer.allocated_bytes for layer in chain.layers] == [5, 2, 1]
+    loop = (StoragePool("p", "h", "dir", "/p", None, None, (Volume("a", "/p/a", "qcow2", 1, 1, "/p/a"),)),)
+    host._pools = loop  # a volume naming itself as backing must not hang the refresh
+    assert len(host._sized(DiskChain("vm", "h", "sda", (DiskLayer("/p/a", "qcow2"),))).layers) == 1
