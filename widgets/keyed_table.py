@@ -67,7 +67,11 @@ class KeyedTable(DataTable[Cell]):
         self._rows = new
         self._keys = list(new)
         if current in new:
-            self.move_cursor(row=self._keys.index(current))
+            row = self._keys.index(current)
+            self.move_cursor(row=row, scroll=False)
+            # Centre the kept row: after a filter clears, its neighbours show on both sides.
+            self.call_after_refresh(self.scroll_to, y=max(0, row - self.scrollable_content_region.height // 2),
+                                    animate=False)
 
     @property
     def current_key(self) -> str | None:
