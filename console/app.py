@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual import on, work
 from textual.app import App
 
+from backends.analysis import Alert, alerts
 from backends.base import Backend, Change, Operation
 from backends.errors import HvcError
 from backends.models import Inventory, Job, JobEvent, JobResult, Outcome, Vm
@@ -49,6 +50,7 @@ class HvcApp(App[None]):
         self.backend = backend
         self.refresh_s = refresh_s
         self.inventory: Inventory | None = backend.snapshot()
+        self.alerts: tuple[Alert, ...] = alerts(self.inventory)  # once per snapshot, for every view
         self.cpu_use: dict[str, float] = {}  # host → busy fraction, from the last two snapshots
         self.jobs = JobRunner(audit=lambda job, result: audit.record_job(job, result, backend.name))
         self.jobs.listen(self._job_event)
@@ -89,6 +91,7 @@ class HvcApp(App[None]):
         if self.inventory is not None and message.inventory.taken_at > self.inventory.taken_at:
             self.cpu_use = cpu_use(self.inventory, message.inventory) or self.cpu_use
         self.inventory = message.inventory
+        self.alerts = alerts(message.inventory)
         if isinstance(self.screen, InventoryScreen):
             self.screen.show(message.inventory)
 

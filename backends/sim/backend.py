@@ -68,6 +68,7 @@ class SimBackend(Backend):
         self._host_specs = {h.name: h for h in spec.hosts}
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())
+        self._pool_cache: tuple[tuple[int, ...], tuple[StoragePool, ...]] | None = None
         self._inventory = self._compose()
 
     def snapshot(self) -> Inventory:
@@ -100,18 +101,27 @@ class SimBackend(Backend):
         )
 
     def _pools(self) -> tuple[StoragePool, ...]:
-        """One image pool per host holding its VMs' chains, each layer backed by the one below."""
+        """One image pool per host holding its VMs' chains, each layer backed by the one below.
+
+        Chains are frozen and replaced when an operation changes one, so their identities tell
+        whether the pools must be rebuilt; a refresh of an unchanged fleet reuses them.
+        """
+        key = tuple(map(id, self.state.chains.values()))
+        if self._pool_cache is not None and self._pool_cache[0] == key:
+            return self._pool_cache[1]
         volumes: dict[str, list[Volume]] = {}
         for chain in self.state.chains.values():
             for below, layer in zip((None, *chain.layers), chain.layers, strict=False):
                 volumes.setdefault(chain.host, []).append(Volume(
                     layer.path.rsplit("/", 1)[-1], layer.path, layer.format, layer.virtual_bytes,
                     layer.allocated_bytes, below.path if below else None))
-        return tuple(
+        pools = tuple(
             StoragePool("images", h.name, "dir", "/var/lib/libvirt/images", None, None,
                         tuple(sorted(volumes.get(h.name, []), key=lambda v: v.path)))
             for h in self.spec.hosts
         )
+        self._pool_cache = (key, pools)
+        return pools
 
     def _vm_now(self, vm: Vm, now: float) -> Vm:
         booted, util = self.state.boot[vm.name]

@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from backends.analysis import Severity, alerts
+from backends.analysis import Severity
 from backends.models import HostState, Inventory
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def pane(pane_id: str, title: str) -> Vertical:
 
 
 def summary(inv: Inventory, title: str, app: HvcApp) -> Text:
-    found = alerts(inv)
+    found = app.alerts
     errors = sum(1 for a in found if a.severity is Severity.ERROR)
     lost = sum(1 for h in inv.hosts if h.state is HostState.LOST)
     text = Text.assemble(

@@ -7,7 +7,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from backends.analysis import Severity, alerts
+from backends.analysis import Severity
 from backends.models import Inventory
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
@@ -29,7 +29,7 @@ class FleetScreen(InventoryScreen):
 
     def show(self, inv: Inventory) -> None:
         super().show(inv)
-        found = alerts(inv)
+        found = self.hvc.alerts
         counts: dict[str, tuple[int, int]] = {}
         for a in found:
             e, w = counts.get(a.host, (0, 0))

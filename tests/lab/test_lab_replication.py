@@ -280,15 +280,21 @@ def test_replicate_a_chain_sync_a_new_layer_verify_and_test_failover(
         backend.close()
 
 
-def test_a_running_guest_ships_its_sealed_layers_and_not_the_one_it_writes(
-        lab: LabStatus, conns: tuple[Any, Any]) -> None:
-    conn_a, conn_b = conns
+def _running_guest(lab: LabStatus, conn_a: Any) -> tuple[list[Path], Any]:
+    """The test guest on host A, running on top of a freshly made chain of LAYERS."""
     primary: list[Path] = []
     for i, (name, _, pattern) in enumerate(LAYERS):
         primary.append(_make_layer(name, MIB, pattern, i * 64 * MIB, primary[-1] if primary else None))
     conn_a.storagePoolLookupByName(POOL).refresh(0)
     dom = conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
     dom.create()
+    return primary, dom
+
+
+def test_a_running_guest_ships_its_sealed_layers_and_not_the_one_it_writes(
+        lab: LabStatus, conns: tuple[Any, Any]) -> None:
+    conn_a, conn_b = conns
+    primary, dom = _running_guest(lab, conn_a)
     backend = LibvirtBackend(lab.uris, poll_s=3600)
     try:
         inv = backend.refresh()
@@ -414,12 +420,7 @@ def _compare_all_at(primary: list[Path], replica: list[Path], where: Path) -> No
 
 def test_planned_failover_stops_a_running_guest_first(lab: LabStatus, conns: tuple[Any, Any]) -> None:
     conn_a, conn_b = conns
-    primary: list[Path] = []
-    for i, (name, _, pattern) in enumerate(LAYERS):
-        primary.append(_make_layer(name, MIB, pattern, i * 64 * MIB, primary[-1] if primary else None))
-    conn_a.storagePoolLookupByName(POOL).refresh(0)
-    dom = conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
-    dom.create()
+    primary, _dom = _running_guest(lab, conn_a)
     backend = LibvirtBackend(lab.uris, poll_s=3600)
     try:
         inv = backend.refresh()
