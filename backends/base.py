@@ -31,6 +31,10 @@ class Capability(StrEnum):
     REBALANCE = "rebalance"
     REPLICATE = "replicate"
     FAILOVER = "failover"
+    DEVICES = "devices"  # S1 detach/attach with backing images
+    DEVICE_OP = "device-op"  # S7
+    BALLOON = "balloon"  # S3
+    SERVICES = "services"  # S8
 
 
 MUTATING = frozenset(
@@ -41,6 +45,10 @@ MUTATING = frozenset(
         Capability.REBALANCE,
         Capability.REPLICATE,
         Capability.FAILOVER,
+        Capability.DEVICES,
+        Capability.DEVICE_OP,
+        Capability.BALLOON,
+        Capability.SERVICES,
     }
 )
 
@@ -51,6 +59,11 @@ _CAPABILITY_OF_KIND = {
     JobKind.REPLICATE: Capability.REPLICATE,
     JobKind.FAILOVER: Capability.FAILOVER,
     JobKind.LIFECYCLE: Capability.LIFECYCLE,
+    JobKind.DETACH: Capability.DEVICES,
+    JobKind.ATTACH: Capability.DEVICES,
+    JobKind.DEVICE_OP: Capability.DEVICE_OP,
+    JobKind.BALLOON: Capability.BALLOON,
+    JobKind.SERVICE_MOVE: Capability.SERVICES,
 }
 
 

@@ -128,6 +128,36 @@ class VcpuPin:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceImage:
+    """S1: a removed device's state kept as an image that answers the guest's reads as the hardware did.
+
+    It belongs to the VM and travels with it (on libvirt: in the domain's ``<metadata>``, which
+    migrates with the domain XML); attaching matching hardware restores the device from it.
+    """
+
+    address: str  # the guest-visible address the device had
+    vendor: str | None
+    product: str | None
+    device_class: str | None
+    source_host: str  # where the hardware was when the image was captured
+    source_address: str  # the host PCI address it was captured from
+    captured_at: float
+    registers: str = ""  # captured register/config-space state, hex
+    mmio_bytes: int = 0  # size of the MMIO window the image answers for
+
+
+@dataclass(frozen=True, slots=True)
+class Residency:
+    """S3: a VM's memory as the hypervisor holds it; ``None`` fields: the host cannot tell."""
+
+    resident_kib: int | None  # pages the hypervisor has resident for the guest
+    pinned_kib: int | None  # pages pinned for DMA (all of it for a VFIO guest)
+    dma_in_flight: int = 0  # transfers running now
+    refused_reclaims: int = 0  # reclaims (balloon, swap) refused because their pages were pinned
+    locked: bool = False  # the guest's memory is locked: the host cannot reclaim any of it
+
+
+@dataclass(frozen=True, slots=True)
 class Vm:
     name: str
     uuid: str
@@ -146,6 +176,8 @@ class Vm:
     disks: tuple[str, ...] = ()  # disk targets (vda, sdb, …)
     cpu_time_ns: int | None = None
     persistent: bool = True
+    device_images: tuple[DeviceImage, ...] = ()  # S1: removed devices it still answers for
+    residency: Residency | None = None  # S3
 
     @property
     def active(self) -> bool:
@@ -279,6 +311,22 @@ class StoragePool:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageService:
+    """S8: a VM exporting storage, bound to a network identifier carried on an SR-IOV VF.
+
+    The identifier (a MAC address or WWN) stays with the service when it moves: the VF on the
+    source is released, the service moves, and a VF on the destination takes the identifier.
+    """
+
+    name: str
+    vm: str
+    host: str
+    identifier: str
+    vf: str | None  # PCI address of the VF carrying it now; None while it moves
+    protocol: str = "iscsi"  # iscsi, nvme-tcp, nfs, …
+
+
+@dataclass(frozen=True, slots=True)
 class Inventory:
     """A full snapshot of everything one backend manages."""
 
@@ -290,6 +338,7 @@ class Inventory:
     replicas: tuple[ReplicaLink, ...] = ()
     taken_at: float = 0.0
     pools: tuple[StoragePool, ...] = ()
+    services: tuple[StorageService, ...] = ()  # S8
 
     def host(self, name: str) -> Host | None:
         return next((h for h in self.hosts if h.name == name), None)
@@ -314,6 +363,11 @@ class JobKind(StrEnum):
     REPLICATE = "replicate"
     FAILOVER = "failover"
     LIFECYCLE = "lifecycle"
+    DETACH = "detach"  # S1: remove a device from a VM, leaving a backing image
+    ATTACH = "attach"  # S1: attach hardware to a VM, restoring it from its image
+    DEVICE_OP = "device-op"  # S7: a device operation under the policy authority
+    BALLOON = "balloon"  # S3: change a running VM's memory
+    SERVICE_MOVE = "service-move"  # S8: move a storage service, keeping its identifier
 
 
 class Outcome(StrEnum):

@@ -75,5 +75,55 @@ class FailoverRequest:
     kind = JobKind.FAILOVER
 
 
+@dataclass(frozen=True, slots=True)
+class DetachRequest:
+    """S1: remove a direct-assigned device from a VM; an image keeps answering for it."""
+
+    vm: str
+    device: str  # host PCI address or backend device name
+    host: str | None = None
+    kind = JobKind.DETACH
+
+
+@dataclass(frozen=True, slots=True)
+class AttachRequest:
+    """S1: give a VM matching hardware on its host, restoring the device from its image."""
+
+    vm: str
+    device: str  # host PCI address or backend device name of the hardware to attach
+    host: str | None = None
+    kind = JobKind.ATTACH
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOpRequest:
+    """S7: a device operation (flr, bus-reset, …) that the policy authority permits, denies or translates."""
+
+    device: str
+    op: str
+    host: str | None = None
+    kind = JobKind.DEVICE_OP
+
+
+@dataclass(frozen=True, slots=True)
+class BalloonRequest:
+    """S3: set a running VM's current memory (the balloon target)."""
+
+    vm: str
+    memory_kib: int
+    host: str | None = None
+    kind = JobKind.BALLOON
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMoveRequest:
+    """S8: move a storage service to another host, keeping its network identifier."""
+
+    service: str
+    to_host: str
+    kind = JobKind.SERVICE_MOVE
+
+
 Request = (MigrateRequest | HandoffRequest | RebalanceRequest | LifecycleRequest | ReplicateRequest
-           | FailoverRequest)
+           | FailoverRequest | DetachRequest | AttachRequest | DeviceOpRequest | BalloonRequest
+           | ServiceMoveRequest)
