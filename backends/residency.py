@@ -16,9 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from backends.errors import BadInput
 from backends.models import Residency
+from backends.units import format_kib
 
 _ABSENT, _RESIDENT, _BALLOONED = 0, 1, 2
+MIN_BALLOON_KIB = 256 * 1024
 
 
 class DmaError(ValueError):
@@ -205,3 +208,14 @@ class ResidencyTracker:
     def _check(self, page: int) -> None:
         if not 0 <= page < self.pages:
             raise DmaError(f"page {page} is outside the guest's {self.pages} pages")
+
+
+def check_balloon_target(name: str, current: int, maximum: int, target: int) -> None:
+    """Refuse targets no backend can reach: too small, above the maximum, or no change."""
+    if target < MIN_BALLOON_KIB:
+        raise BadInput(f"{format_kib(target)} is below the {format_kib(MIN_BALLOON_KIB)} a guest needs")
+    if target > maximum:
+        raise BadInput(f"{name} can have at most {format_kib(maximum)}",
+                       hint="raise its maximum memory first (needs a restart)")
+    if target == current:
+        raise BadInput(f"{name} already has {format_kib(target)}")

@@ -17,26 +17,15 @@ from backends.errors import BadInput
 from backends.models import JobKind, JobResult, Outcome, PhaseChanged, VmState
 from backends.progress import Meter
 from backends.requests import BalloonRequest
+from backends.residency import check_balloon_target
 from backends.sim.residency import PAGE_KIB
 from backends.units import format_kib
 
 if TYPE_CHECKING:
     from backends.sim.backend import SimBackend
 
-MIN_KIB = 256 * 1024
 PAGES_PER_S = 2048  # 4 GiB/s of balloon inflation or deflation
 TICK_S = 0.25
-
-
-def check_target(name: str, current: int, maximum: int, target: int) -> None:
-    """Refuse targets no backend can reach: too small, above the maximum, or no change."""
-    if target < MIN_KIB:
-        raise BadInput(f"{format_kib(target)} is below the {format_kib(MIN_KIB)} a guest needs")
-    if target > maximum:
-        raise BadInput(f"{name} can have at most {format_kib(maximum)}",
-                       hint="raise its maximum memory first (needs a restart)")
-    if target == current:
-        raise BadInput(f"{name} already has {format_kib(target)}")
 
 
 class SimBalloon(Operation):
@@ -46,7 +35,7 @@ class SimBalloon(Operation):
             raise BadInput(f"{vm.name} is {vm.state.value}; only a running guest's balloon driver answers",
                            hint=f"start {vm.name} first")
         target = request.memory_kib
-        check_target(vm.name, vm.memory_kib, vm.max_memory_kib or vm.memory_kib, target)
+        check_balloon_target(vm.name, vm.memory_kib, vm.max_memory_kib or vm.memory_kib, target)
         res = vm.residency
         if target < vm.memory_kib and res is not None and res.pinned_kib is not None and target < res.pinned_kib:
             why = ("all its memory is pinned for DMA: it has direct-assigned devices and its host does not "
