@@ -7,7 +7,7 @@ pressure. Every second of simulated time, each device assigned to a guest there 
 transfers (pinning their pages, faulting missing ones in) and finishes older ones; the guest
 touches pages; the host reclaims some, and is refused the pinned ones. On a host without
 overcommit a guest with a direct-assigned device has all its memory pinned (as VFIO does),
-and a guest without one has all its memory resident and nothing pinned.
+and a guest without one has nothing to report beyond its memory (all resident, none pinned).
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ class SimResidency:
             return None
         if not self.tracked(vm):
             self.guests.pop(vm.name, None)
-            pinned = vm.memory_kib if vm.devices else 0
-            return Residency(vm.memory_kib, pinned, locked=bool(vm.devices))
+            # All its memory resident and, with a direct-assigned device, all of it pinned (VFIO);
+            # without one there is nothing to say beyond its memory size.
+            return Residency(vm.memory_kib, vm.memory_kib, locked=True) if vm.devices else None
         guest = self.guest(vm, now)
         self.step(guest, now)
         return guest.tracker.residency(PAGE_KIB)
