@@ -22,6 +22,7 @@ from backends.units import format_kib
 
 _ABSENT, _RESIDENT, _BALLOONED = 0, 1, 2
 MIN_BALLOON_KIB = 256 * 1024
+_MASK = bytes([_ABSENT] + [_RESIDENT] * 255)
 
 
 class DmaError(ValueError):
@@ -43,7 +44,8 @@ class Reclaim:
 
 
 class ResidencyTracker:
-    """Residency and DMA pins of one guest's ``pages`` pages; ``resident`` pages start resident."""
+    """Residency and DMA pins of one guest's ``pages`` pages; ``resident`` pages (page numbers, or a
+    mask with one byte per page) start resident."""
 
     def __init__(self, pages: int, resident: Iterable[int] = (), ballooned: Iterable[int] = ()) -> None:
         if pages < 0:
@@ -58,6 +60,11 @@ class ResidencyTracker:
         self.refused = 0  # reclaims and balloon takes refused because the page was pinned
         self.faults = 0  # pages made resident for a transfer
         self.reclaimed = 0
+        if isinstance(resident, bytes | bytearray):  # a mask, one byte per page: nonzero is resident
+            mask = bytes(resident[:pages]).translate(_MASK)
+            self._state[: len(mask)] = mask
+            self.resident = mask.count(_RESIDENT)
+            resident = ()
         for page in resident:
             self._check(page)
             if self._state[page] == _ABSENT:

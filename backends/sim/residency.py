@@ -74,7 +74,8 @@ class SimResidency:
             rng = random.Random(f"{self.seed}:{vm.name}:dma")
             total = (vm.max_memory_kib or vm.memory_kib) // PAGE_KIB
             usable = vm.memory_kib // PAGE_KIB
-            start = rng.sample(range(usable), int(usable * WORKING_SET)) if usable else []
+            cut = int(256 * WORKING_SET)  # a random byte below it: the page starts resident
+            start = rng.randbytes(usable).translate(bytes(int(b < cut) for b in range(256)))
             tracker = ResidencyTracker(total, start, ballooned=range(usable, total))
             guest = GuestTraffic(tracker, rng, int(now // TICK_S))
             self.guests[vm.name] = guest
@@ -106,7 +107,12 @@ def _tick(guest: GuestTraffic) -> None:
             pages = [p for p in range(first, min(first + length, t.pages)) if not t.is_ballooned(p)]
             if pages:
                 guest.ends[t.begin_dma(pages, device).id] = now + rng.randint(1, 3)
-    touched = max(1, usable // 400)
-    t.touch(p for p in (rng.randrange(t.pages) for _ in range(touched)) if not t.is_ballooned(p))
-    # Reclaim pressure: the host takes back pages at random, and may only take unpinned ones.
-    t.reclaim(p for p in (rng.randrange(t.pages) for _ in range(touched)) if not t.is_ballooned(p))
+    touched = max(1, usable // 4000)
+    t.touch(p for p in (rng.randrange(usable) for _ in range(touched)) if not t.is_ballooned(p))
+    # Reclaim pressure: the host takes back pages at random, and may only take unpinned ones; its
+    # scan sometimes reaches a buffer under DMA, and those pages are refused.
+    victims = [rng.randrange(usable) for _ in range(touched)]
+    transfers = t.transfers()
+    if transfers and rng.random() < 0.3:
+        victims.extend(rng.choice(transfers).pages)
+    t.reclaim(p for p in victims if not t.is_ballooned(p))
