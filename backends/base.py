@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar
 
 from backends.errors import BadInput, NotFound, ReadOnly, Unsupported
@@ -116,6 +117,7 @@ class Backend(ABC):
 
     name: str = "backend"
     capabilities: frozenset[Capability] = frozenset({Capability.INVENTORY})
+    policy_dir: Path | None = None  # S7: the operator's device policies, replacing shipped ones by name
 
     def __init__(self, *, read_only: bool = False) -> None:
         self.read_only = read_only

@@ -61,12 +61,14 @@ def open_backend_from(opts: dict[str, Any], *, live: bool = False, repeatable: b
 
     config = load_config()
     opts["keys"] = config.keys
-    return open_backend(
+    backend = open_backend(
         config.resolve(tuple(opts.get("connect", ()))),
         fleet=opts.get("fleet"), scale=opts.get("scale"), demo=bool(opts.get("demo")),
         read_only=bool(opts.get("read_only")) or config.read_only,
         clock=_clock(opts.get("speed"), live=live, repeatable=repeatable),
     )
+    backend.policy_dir = config.policy_dir
+    return backend
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,9 +151,10 @@ def play(ctx: click.Context, /, scenario: str, screenshots: Path | None, size: s
 
 
 def _add_operations() -> None:
+    from console.cli_devices_policy import COMMANDS as POLICY_COMMANDS
     from console.cli_ops import COMMANDS
 
-    for command in COMMANDS:
+    for command in [*COMMANDS, *POLICY_COMMANDS]:
         cli.add_command(command)
 
 

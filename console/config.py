@@ -21,6 +21,7 @@ class Config:
     read_only: bool = False
     keys: dict[str, str] = field(default_factory=dict)  # action id → key(s), for the console
     path: Path | None = None
+    policy_dir: Path | None = None  # S7: device policies replacing the shipped ones by name
 
     def resolve(self, connect: tuple[str, ...]) -> tuple[str, ...]:
         """Named hosts from the config become their URIs; URIs pass through."""
@@ -48,9 +49,10 @@ def load_config(path: Path | None = None) -> Config:
 
 
 def _parse(doc: dict[str, Any], path: Path) -> Config:
-    unknown = sorted(set(doc) - {"hosts", "read_only", "keys"})
+    unknown = sorted(set(doc) - {"hosts", "read_only", "keys", "policy_dir"})
     if unknown:
-        raise ConfigError(f"config {path}: unknown key {unknown[0]!r}", hint="known: hosts, read_only, keys")
+        raise ConfigError(f"config {path}: unknown key {unknown[0]!r}",
+                          hint="known: hosts, read_only, keys, policy_dir")
     hosts = doc.get("hosts", {})
     if not isinstance(hosts, dict) or not all(isinstance(v, str) for v in hosts.values()):
         raise ConfigError(f"config {path}: [hosts] must map names to URI strings",
@@ -62,4 +64,9 @@ def _parse(doc: dict[str, Any], path: Path) -> Config:
     read_only = doc.get("read_only", False)
     if not isinstance(read_only, bool):
         raise ConfigError(f"config {path}: read_only must be true or false")
-    return Config(hosts=dict(hosts), read_only=read_only, keys=dict(keys), path=path)
+    policy_dir = doc.get("policy_dir")
+    if policy_dir is not None and not isinstance(policy_dir, str):
+        raise ConfigError(f"config {path}: policy_dir must be a directory path",
+                          hint='e.g. policy_dir = "~/hvc-policies"')
+    return Config(hosts=dict(hosts), read_only=read_only, keys=dict(keys), path=path,
+                  policy_dir=Path(policy_dir).expanduser() if policy_dir else None)

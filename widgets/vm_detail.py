@@ -40,6 +40,8 @@ def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: 
     parts.append(_placement(vm, host))
     if vm.devices:
         parts.append(Text("devices  ", style="bold") + Text(", ".join(vm.devices)))
+    if vm.residency is not None:
+        parts.append(_residency(vm))
     for chain in chains:
         link = next((r for r in replicas if r.disk == chain.disk), None)
         layers = " → ".join(layer.path.rsplit("/", 1)[-1] for layer in chain.layers)
@@ -92,3 +94,18 @@ def _pinned(vcpus: Sequence[int] | range, pins: dict[int, tuple[int, ...]], cpu_
         return "floating"
     cells = sorted({cpu_cell[c] for c in cpus if c in cpu_cell})
     return f"{format_cpuset(cpus)} ({','.join(map(str, cells)) or '?'})"
+
+
+def _residency(vm: Vm) -> Text:
+    """S3: memory residency: resident, pinned for DMA, transfers in flight, reclaims refused."""
+    res = vm.residency
+    assert res is not None
+    line = Text("residency  ", style="bold")
+    line.append(f"resident {format_kib(res.resident_kib)} · pinned {format_kib(res.pinned_kib)}")
+    if res.locked:
+        line.append(" (all of it: VFIO or locked memory)", style="yellow")
+    else:
+        line.append(f" · {res.dma_in_flight} DMA in flight")
+        refused = f" · {res.refused_reclaims} reclaim{'s' if res.refused_reclaims != 1 else ''} refused"
+        line.append(refused, style="red" if res.refused_reclaims else "dim")
+    return line

@@ -18,7 +18,8 @@ class VmTable(KeyedTable):
     """Rows are keyed ``name@host``: a VM name may exist on two hosts (after a migration)."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(("VM", "host", "state", "vCPUs", "memory", "vNUMA", "devices", "replica"), **kwargs)
+        super().__init__(("VM", "host", "state", "vCPUs", "memory", "vNUMA", "devices", "replica",
+                          "res/pin"), **kwargs)
 
     def show(self, vms: Iterable[Vm], replicated: Collection[str] = (), lagging: Collection[str] = ()) -> None:
         rows: list[tuple[str, list[Cell]]] = []
@@ -28,6 +29,20 @@ class VmTable(KeyedTable):
                        else Text("ok", style="green") if vm.name in replicated else NONE)
             rows.append((f"{vm.name}@{vm.host}", [
                 ellipsis(vm.name, 24), ellipsis(vm.host, 20), vm_state(vm.state), str(vm.vcpus),
-                kib(vm.memory_kib), vnuma or NONE, str(len(vm.devices)) if vm.devices else NONE, replica,
+                kib(vm.memory_kib), vnuma or NONE, str(len(vm.devices)) if vm.devices else NONE,
+                replica, residency_cell(vm),
             ]))
         self.set_rows(rows)
+
+
+def residency_cell(vm: Vm) -> Cell:
+    """S3 in one short cell: resident share of memory, then what is pinned ('all' when locked)."""
+    res = vm.residency
+    if res is None or (res.resident_kib is None and not res.pinned_kib):
+        return NONE
+    share = "?" if res.resident_kib is None or not vm.memory_kib else f"{100 * res.resident_kib // vm.memory_kib}%"
+    if res.locked:
+        return Text(f"{share}/all", style="yellow")
+    if not res.pinned_kib:
+        return Text(share)
+    return Text(f"{share}/{kib(res.pinned_kib)}", style="red" if res.refused_reclaims else "")

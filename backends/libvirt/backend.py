@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput, HostUnreachable
+from backends.libvirt.balloon import LibvirtBalloon
+from backends.libvirt.device_op import LibvirtDeviceOp
 from backends.libvirt.events import ensure_event_loop
 from backends.libvirt.handoff import LibvirtHandoff
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
@@ -27,6 +29,8 @@ from backends.libvirt.rebalance import LibvirtRebalance
 from backends.libvirt.replication import LibvirtFailover, LibvirtReplicate, replica_links
 from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
 from backends.requests import (
+    BalloonRequest,
+    DeviceOpRequest,
     FailoverRequest,
     HandoffRequest,
     LifecycleRequest,
@@ -107,7 +111,7 @@ class LibvirtBackend(Backend):
     capabilities = frozenset({
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
         Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
-        Capability.REPLICATE, Capability.FAILOVER,
+        Capability.REPLICATE, Capability.FAILOVER, Capability.DEVICE_OP, Capability.BALLOON,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: LibvirtLifecycle,
@@ -116,6 +120,8 @@ class LibvirtBackend(Backend):
         RebalanceRequest: LibvirtRebalance,
         ReplicateRequest: LibvirtReplicate,
         FailoverRequest: LibvirtFailover,
+        DeviceOpRequest: LibvirtDeviceOp,
+        BalloonRequest: LibvirtBalloon,
     }
 
     def __init__(

@@ -28,6 +28,7 @@ from backends.libvirt.parse import (
     parse_pool,
     parse_volume,
 )
+from backends.libvirt.residency import with_stats
 from backends.models import DiskChain, DiskLayer, HostState, PciDevice, StoragePool, Vm, VmState, Volume
 from backends.uri import redact
 
@@ -295,10 +296,11 @@ class HostConnection:
                 self._facts[uuid] = facts
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")
-            vms.append(replace(
+            vm = replace(
                 facts.vm, state=state, cpu_time_ns=record.get("cpu.time"),
                 memory_kib=int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib,
-            ))
+            )
+            vms.append(replace(vm, residency=with_stats(vm, record.get("balloon.rss"))))
             chains.extend(facts.chains)
         for gone in set(self._facts) - seen:
             del self._facts[gone]

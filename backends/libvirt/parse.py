@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from backends.analysis import claims
+from backends.libvirt.residency import domain_residency
 from backends.models import (
     CellShare,
     Cpu,
@@ -228,6 +229,7 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
         memory_mode=mem.get("mode", "strict") if mem is not None else None,
         hugepages=root.find("memoryBacking/hugepages") is not None,
     )
+    vm = replace(vm, residency=domain_residency(root, devices, vm.memory_kib))
     return DomainFacts(vm=vm, chains=tuple(chains))
 
 

@@ -28,6 +28,8 @@ from backends.models import (
     Volume,
 )
 from backends.requests import (
+    BalloonRequest,
+    DeviceOpRequest,
     FailoverRequest,
     HandoffRequest,
     LifecycleRequest,
@@ -35,13 +37,16 @@ from backends.requests import (
     RebalanceRequest,
     ReplicateRequest,
 )
+from backends.sim.balloon import SimBalloon
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
+from backends.sim.device_op import DeviceState, SimDeviceOp
 from backends.sim.handoff_op import SimHandoff
 from backends.sim.migrate import SimMigrate
 from backends.sim.ops import SimLifecycle
 from backends.sim.rebalance import SimRebalance
 from backends.sim.replicate import SimFailover, SimReplicate
+from backends.sim.residency import SimResidency
 from backends.sim.spec import FleetSpec, HostSpec
 
 
@@ -50,6 +55,7 @@ class SimBackend(Backend):
     capabilities = frozenset({
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE, Capability.MIGRATE,
         Capability.HANDOFF, Capability.REBALANCE, Capability.REPLICATE, Capability.FAILOVER,
+        Capability.DEVICE_OP, Capability.BALLOON,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: SimLifecycle,
@@ -58,6 +64,8 @@ class SimBackend(Backend):
         HandoffRequest: SimHandoff,
         ReplicateRequest: SimReplicate,
         FailoverRequest: SimFailover,
+        DeviceOpRequest: SimDeviceOp,
+        BalloonRequest: SimBalloon,
     }
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
@@ -69,6 +77,8 @@ class SimBackend(Backend):
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())
         self._pool_cache: tuple[tuple[int, ...], tuple[StoragePool, ...]] | None = None
+        self.device_state: dict[tuple[str, str], DeviceState] = {}  # S7: power state and resets
+        self.residency = SimResidency(spec.seed, {h.name: h.overcommit for h in spec.hosts})  # S3
         self._inventory = self._compose()
 
     def snapshot(self) -> Inventory:
@@ -125,9 +135,10 @@ class SimBackend(Backend):
 
     def _vm_now(self, vm: Vm, now: float) -> Vm:
         booted, util = self.state.boot[vm.name]
+        residency = self.residency.residency(vm, now)
         if not vm.active:
             return vm
-        return replace(vm, cpu_time_ns=int((now - booted) * vm.vcpus * util * 1e9))
+        return replace(vm, cpu_time_ns=int((now - booted) * vm.vcpus * util * 1e9), residency=residency)
 
     def _host(self, spec: HostSpec, vms: list[Vm]) -> Host:
         used: dict[int, int] = {}

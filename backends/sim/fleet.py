@@ -132,7 +132,8 @@ class _Loader:
             raise FleetFileError(f"{self.source}: no [[sites]]", hint="add at least one site")
         _unique(sites, lambda s: s.name, f"{self.source}: site")
         site_names = {s.name for s in sites}
-        host_keys = {"name", "site", "cpu_model", "cells", "smt", "sockets", "distances", "reserved"}
+        host_keys = {"name", "site", "cpu_model", "cells", "smt", "sockets", "distances", "reserved",
+                     "overcommit"}
         hosts = tuple(self.host(e, site_names) for e in self.entries(doc, "hosts", host_keys))
         if not hosts:
             raise FleetFileError(f"{self.source}: no [[hosts]]", hint="add at least one host")
@@ -179,10 +180,13 @@ class _Loader:
         if distances and (len(distances) != len(cells) or any(len(r) != len(cells) for r in distances)
                           or any(type(d) is not int or d <= 0 for r in distances for d in r)):
             raise e.fail(f"distances must be a {len(cells)}×{len(cells)} matrix of positive integers")
+        overcommit = e.get("overcommit", float, 1.0)
+        if not 1.0 <= overcommit <= 10.0:
+            raise e.fail(f"overcommit {overcommit} must be between 1.0 and 10.0")
         return HostSpec(
             name=e.get("name", str), site=site, cpu_model=e.get("cpu_model", str, "Generic x86-64"),
             cells=tuple(cells), smt=smt, sockets=e.get("sockets", int, 0), distances=distances,
-            reserved_kib=e.size("reserved", 4 * 1024 * 1024),
+            reserved_kib=e.size("reserved", 4 * 1024 * 1024), overcommit=overcommit,
         )
 
     def vm(self, e: _Entry, hosts: dict[str, HostSpec]) -> VmSpec:

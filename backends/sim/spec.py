@@ -25,6 +25,7 @@ class HostSpec:
     sockets: int = 0  # 0: one socket per cell
     distances: tuple[tuple[int, ...], ...] = ()  # square matrix; empty: 10 local, 21 remote
     reserved_kib: int = 4 * 1024 * 1024  # kept by the host per cell
+    overcommit: float = 1.0  # S3: above 1, guests may be promised more memory than the host has
 
 
 @dataclass(frozen=True, slots=True)

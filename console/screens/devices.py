@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
-from textual.widgets import Static
+from textual.widgets import Static, Tree
 
 from backends.analysis import device_flags
 from backends.models import Inventory, OwnerKind
-from backends.requests import HandoffRequest
+from backends.requests import DeviceOpRequest, HandoffRequest
 from console.actions import bindings
 from console.choices import handoff_targets
+from console.device_policy_view import op_choices, policy_rows, recent_decisions
 from console.screens.base import InventoryScreen, pane
 from console.screens.picker import PickerScreen
+from widgets.device_policy import DevicePolicy
 from widgets.device_tree import DeviceTree
 
 
@@ -29,6 +32,8 @@ class DevicesScreen(InventoryScreen):
         with pane("devices-pane", "PCI devices by host and IOMMU group"):
             yield DeviceTree(id="devices")
         yield Static(id="device-legend")
+        with pane("policy-pane", "Device policy (S7)"):
+            yield DevicePolicy(id="device-policy")
 
     def show(self, inv: Inventory) -> None:
         super().show(inv)
@@ -45,6 +50,33 @@ class DevicesScreen(InventoryScreen):
             f" {len(devices)} shown · {assigned} assigned to VMs · ",
             (f"{len(flags)} in conflict", "red" if flags else "green"),
         ))
+        self._show_policy()
+
+    @on(Tree.NodeHighlighted, "#devices")
+    def _show_policy(self) -> None:
+        node = self.query_one(DeviceTree).cursor_node
+        device = node.data if node is not None else None
+        if device is None:
+            self.query_one(DevicePolicy).show("", [], [])
+            return
+        title, rows = policy_rows(self.hvc.backend, device)
+        self.query_one(DevicePolicy).show(title, rows, recent_decisions(device))
+
+    def action_device_op(self) -> None:
+        node = self.query_one(DeviceTree).cursor_node
+        device = node.data if node is not None else None
+        if device is None:
+            self.set_status("pick a device first")
+            return
+
+        def chosen(op: str | None) -> None:
+            if op:
+                self.hvc.operate(DeviceOpRequest(device.address, op, host=device.host),
+                                 f"Run {op} on {device.address} ({device.host})?")
+                self._show_policy()
+
+        self.app.push_screen(PickerScreen(f"Operation on {device.address} ({device.host}) · policy decides",
+                                          op_choices(self.hvc.backend, device)), chosen)
 
     def action_device_handoff(self) -> None:
         node, inv = self.query_one(DeviceTree).cursor_node, self.hvc.inventory

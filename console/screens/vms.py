@@ -8,11 +8,12 @@ from textual.widgets import DataTable
 
 from backends.analysis import vm_flags
 from backends.models import Inventory, Vm
-from backends.requests import LifecycleAction, RebalanceRequest
+from backends.requests import BalloonRequest, LifecycleAction, RebalanceRequest
 from backends.vnuma import fits_on
 from console.actions import bindings
 from console.choices import rebalance_targets
 from console.screens.base import InventoryScreen, pane
+from console.screens.input_dialog import InputScreen
 from console.screens.picker import PickerScreen
 from widgets.vm_detail import VmDetail
 from widgets.vm_table import VmTable
@@ -110,6 +111,30 @@ class VmsScreen(InventoryScreen):
 
         choices = rebalance_targets(self.hvc.backend, inv, vm)
         self.app.push_screen(PickerScreen(f"Rebalance {vm.name}: move a vNUMA cell's memory to…", choices), chosen)
+
+    def action_vm_balloon(self) -> None:
+        vm = self.selected()
+        if vm is None:
+            return
+        from backends.errors import BadInput
+        from backends.units import format_kib, parse_size_kib
+
+        res = vm.residency
+        detail = f"now {format_kib(vm.memory_kib)}, at most {format_kib(vm.max_memory_kib or vm.memory_kib)}"
+        if res is not None and res.pinned_kib:
+            detail += f"; {format_kib(res.pinned_kib)} pinned for DMA" + (" (all of it)" if res.locked else "")
+
+        def entered(size: str | None) -> None:
+            if not size:
+                return
+            try:
+                kib = parse_size_kib(size)
+            except BadInput as exc:
+                self.set_status(exc.one_line())
+                return
+            self.hvc.operate(BalloonRequest(vm.name, kib, host=vm.host))
+
+        self.app.push_screen(InputScreen(f"Balloon {vm.name} to…", detail, placeholder="e.g. 12G"), entered)
 
     def action_vm_pause(self) -> None:
         vm = self.selected()

@@ -1,0 +1,30 @@
+"""S3 on libvirt: what a domain's XML and bulk stats say about its memory residency.
+
+A guest with a PCI ``<hostdev>`` has all its memory pinned: VFIO maps (and so pins) every
+guest page for the device's DMA, and QEMU inhibits the balloon's page discards while a VFIO
+device is attached. ``<memoryBacking><locked/>`` pins it all too (mlock). Resident memory is
+the QEMU process's RSS from the bulk stats (``balloon.rss``), when the driver reports it;
+nothing here makes a per-domain call.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+
+from backends.models import Residency, Vm
+
+
+def domain_residency(root: ET.Element, devices: tuple[str, ...], memory_kib: int) -> Residency:
+    """Pinned and locked memory from the domain XML; resident is filled in from stats later."""
+    locked = root.find("memoryBacking/locked") is not None
+    pinned = memory_kib if devices or locked else 0
+    return Residency(resident_kib=None, pinned_kib=pinned, locked=locked or bool(devices))
+
+
+def with_stats(vm: Vm, rss_kib: int | None) -> Residency | None:
+    """The domain's residency for its current memory and the RSS the bulk stats gave (if any)."""
+    if vm.residency is None or not vm.active:
+        return None
+    pinned = vm.memory_kib if vm.residency.locked else 0
+    return replace(vm.residency, resident_kib=int(rss_kib) if rss_kib else None, pinned_kib=pinned)
