@@ -22,6 +22,9 @@ def log_exception(exc: BaseException) -> Path:
     path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("hvc")
+    for stale in [h for h in logger.handlers if getattr(h, "baseFilename", None) != str(path.absolute())]:
+        logger.removeHandler(stale)  # the state directory changed (tests, or XDG_STATE_HOME set later)
+        stale.close()
     if not logger.handlers:
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
