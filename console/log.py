@@ -7,6 +7,15 @@ import os
 from pathlib import Path
 
 
+class _Redacting(logging.Formatter):
+    """No password from a URI reaches the log, not even inside a traceback's message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from backends.uri import redact
+
+        return redact(super().format(record))
+
+
 def state_dir() -> Path:
     """Where hvc keeps its log and audit trail ($XDG_STATE_HOME/hvc)."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -27,7 +36,7 @@ def log_exception(exc: BaseException) -> Path:
         stale.close()
     if not logger.handlers:
         handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.error("unexpected error", exc_info=exc)
