@@ -8,6 +8,7 @@ from backends.errors import BadInput
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
 _KIB_PER = {"": 1, "K": 1, "M": 1024, "G": 1024**2, "T": 1024**3}
+MAX_KIB = 2**53  # 8 EiB: past any machine, and where a float stops counting KiB exactly
 
 
 def parse_size_kib(text: str | int) -> int:
@@ -15,12 +16,17 @@ def parse_size_kib(text: str | int) -> int:
     if isinstance(text, int) and not isinstance(text, bool):
         if text < 0:
             raise BadInput(f"size {text} is negative", hint="give a size such as 512M or 4G")
+        if text > MAX_KIB:
+            raise BadInput(f"size {text} KiB is too large", hint="sizes go up to 8 EiB")
         return text
     match = _SIZE.match(str(text))
     if not match:
         raise BadInput(f"size {text!r} is not a size", hint="write it like 512M, 4G or 1T")
     number, unit = match.groups()
-    return int(float(number) * _KIB_PER[unit.upper()])
+    kib = float(number) * _KIB_PER[unit.upper()]
+    if not kib <= MAX_KIB:  # also catches inf, from a number too long for a float
+        raise BadInput(f"size {str(text).strip()[:40]!r} is too large", hint="sizes go up to 8 EiB; write it like 4G")
+    return int(kib)
 
 
 def format_kib(kib: int | None) -> str:

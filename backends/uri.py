@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
-_USERINFO = re.compile(r"^([a-z0-9+.-]+://)([^@/]*)@", re.IGNORECASE)
-_SECRET_PARAM = re.compile(r"([?&](?:password|passwd|pkipath_password)=)[^&]*", re.IGNORECASE)
+# Anywhere in a text (libvirt's error messages quote the URI they failed on), not only at its start.
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/\s'\"]*)@", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"([?&](?:password|passwd|pkipath_password)=)[^&\s'\"]*", re.IGNORECASE)
 
 
 def redact(uri: str) -> str:
-    """Hide any password in a URI: ``user:secret@host`` → ``user:***@host``, ``?password=…``."""
+    """Hide any password in a URI, or in every URI in a text: ``user:secret@host`` → ``user:***@host``,
+    ``?password=…`` → ``?password=***``."""
 
     def hide(m: re.Match[str]) -> str:
         user, sep, _ = m.group(2).partition(":")

@@ -17,6 +17,7 @@ class Action:
     scope: str = "app"  # "app", or the screen it belongs to
     footer: bool = True
     destructive: bool = False
+    mutating: bool = False  # changes a VM, device or replica: refused at the key in read-only mode
 
 
 ACTIONS: tuple[Action, ...] = (
@@ -32,26 +33,27 @@ ACTIONS: tuple[Action, ...] = (
     Action("quit", "q", "Quit"),
     Action("open_host", "enter", "Open host (NUMA map)", scope="fleet"),
     Action("back", "escape", "Back", scope="host"),
-    Action("host_migrate", "M", "Migrate a VM off this host", scope="host"),
+    Action("host_migrate", "M", "Migrate a VM off this host", scope="host", mutating=True),
     Action("sort", "o", "Sort by next column", scope="vms"),
-    Action("vm_start", "S", "Start VM", scope="vms"),
-    Action("vm_shutdown", "D", "Shut down VM", scope="vms", destructive=True),
-    Action("vm_reboot", "R", "Reboot VM", scope="vms", destructive=True),
-    Action("vm_force_off", "F", "Force off VM", scope="vms", destructive=True),
-    Action("vm_pause", "P", "Pause / resume VM", scope="vms"),
-    Action("vm_migrate", "M", "Migrate VM to another host", scope="vms"),
-    Action("vm_rebalance", "N", "Rebalance a vNUMA cell", scope="vms"),
-    Action("vm_balloon", "B", "Balloon VM memory", scope="vms"),
-    Action("device_handoff", "H", "Hand off device", scope="devices"),
-    Action("device_op", "O", "Device operation (policy decides)", scope="devices"),
-    Action("replica_sync", "s", "Sync replica now", scope="replication"),
-    Action("replica_test_failover", "t", "Test failover (throwaway copy)", scope="replication"),
-    Action("replica_failover", "F", "Planned failover", scope="replication", destructive=True),
-    Action("job_cancel", "x", "Cancel job", scope="jobs", destructive=True),
+    Action("vm_start", "S", "Start VM", scope="vms", mutating=True),
+    Action("vm_shutdown", "D", "Shut down VM", scope="vms", destructive=True, mutating=True),
+    Action("vm_reboot", "R", "Reboot VM", scope="vms", destructive=True, mutating=True),
+    Action("vm_force_off", "F", "Force off VM", scope="vms", destructive=True, mutating=True),
+    Action("vm_pause", "P", "Pause / resume VM", scope="vms", mutating=True),
+    Action("vm_migrate", "M", "Migrate VM to another host", scope="vms", mutating=True),
+    Action("vm_rebalance", "N", "Rebalance a vNUMA cell", scope="vms", mutating=True),
+    Action("vm_balloon", "B", "Balloon VM memory", scope="vms", mutating=True),
+    Action("device_handoff", "H", "Hand off device", scope="devices", mutating=True),
+    Action("device_op", "O", "Device operation (policy decides)", scope="devices", mutating=True),
+    Action("replica_sync", "s", "Sync replica now", scope="replication", mutating=True),
+    Action("replica_test_failover", "t", "Test failover (throwaway copy)", scope="replication", mutating=True),
+    Action("replica_failover", "F", "Planned failover", scope="replication", destructive=True, mutating=True),
+    Action("job_cancel", "x", "Cancel job", scope="jobs", destructive=True, mutating=True),
 )
 
 SCOPES = {a.scope for a in ACTIONS}
 IDS = {a.id for a in ACTIONS}
+MUTATING = frozenset(a.id for a in ACTIONS if a.mutating)
 
 
 def in_scope(scope: str) -> tuple[Action, ...]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from textual import on, work
+from textual.actions import ActionParseResult
 from textual.app import App
+from textual.dom import DOMNode
 
 from backends.analysis import Alert, alerts
 from backends.base import Backend, Change, Operation
@@ -12,8 +16,9 @@ from backends.models import Inventory, Job, JobEvent, JobResult, Outcome, Vm
 from backends.requests import LifecycleAction, LifecycleRequest, MigrateRequest, Request
 from backends.usage import cpu_use
 from console import audit
-from console.actions import IDS, bindings
+from console.actions import IDS, MUTATING, bindings
 from console.choices import migration_targets
+from console.internal_error import report
 from console.jobs import JobRunner
 from console.messages import BackendFailed, InventoryUpdated, JobFinished, JobProgressed
 from console.palette import ActionCommands
@@ -83,6 +88,8 @@ class HvcApp(App[None]):
             self.post_message(InventoryUpdated(self.backend.refresh()))
         except HvcError as exc:
             self.post_message(BackendFailed(exc.one_line()))
+        except Exception as exc:  # a bug, not a host problem: report it and keep refreshing
+            self.call_from_thread(report, self, exc, "refresh")
         finally:
             self.call_from_thread(self.set_timer, self.refresh_s, self.poll)
 
@@ -91,9 +98,14 @@ class HvcApp(App[None]):
         if self.inventory is not None and message.inventory.taken_at > self.inventory.taken_at:
             self.cpu_use = cpu_use(self.inventory, message.inventory) or self.cpu_use
         self.inventory = message.inventory
-        self.alerts = alerts(message.inventory)
         if isinstance(self.screen, InventoryScreen):
-            self.screen.show(message.inventory)
+            try:
+                self.alerts = alerts(message.inventory)
+                self.screen.show(message.inventory)
+            except Exception as exc:
+                report(self, exc, f"the {self.screen.SCOPE} view's refresh")
+        else:
+            self.alerts = alerts(message.inventory)
 
     @on(BackendFailed)
     def _failed(self, message: BackendFailed) -> None:
@@ -101,6 +113,22 @@ class HvcApp(App[None]):
             self.screen.set_status(f"refresh failed: {message.error}", error=True)
 
     # -- navigation --------------------------------------------------------------------
+
+    async def run_action(self, action: str | ActionParseResult, default_namespace: DOMNode | None = None,
+                         namespaces: Mapping[str, DOMNode] | None = None) -> bool:
+        """Every key binding and the `:` palette run actions through here; what one raises
+        becomes an error panel instead of ending the app (Textual's default)."""
+        name = (action if isinstance(action, str) else action[1]).split("(")[0].rsplit(".", 1)[-1]
+        if self.backend.read_only and name in MUTATING:  # before any picker or dialog asks for more
+            reason = f"refusing {name.replace('_', ' ')}: the console is read-only (--read-only or read_only = true)"
+            audit.record_refusal(name, name, reason, self.backend.name)
+            self._status(reason, error=True)
+            return True
+        try:
+            return await super().run_action(action, default_namespace, namespaces)
+        except Exception as exc:
+            report(self, exc, f"action {action if isinstance(action, str) else action[1]!r}")
+            return True
 
     def action_fleet(self) -> None:
         self.switch_mode("fleet")
@@ -194,6 +222,13 @@ class HvcApp(App[None]):
 
     @on(JobFinished)
     def _job_finished(self, message: JobFinished) -> None:
+        try:
+            self._show_finished(message)
+        except Exception as exc:
+            report(self, exc, f"showing the end of {message.job.id}")
+        self.poll()
+
+    def _show_finished(self, message: JobFinished) -> None:
         result, job = message.result, message.job
         if result.outcome is Outcome.SUCCEEDED:
             self._status(f"{job.id}: {job.description} — done in {result.duration_s:.1f}s")
@@ -201,7 +236,6 @@ class HvcApp(App[None]):
             self._status(f"{job.id}: {job.description} — {result.outcome.value}: {result.reason}", error=True)
         if isinstance(self.screen, JobsScreen):
             self.screen.show_jobs()
-        self.poll()
 
     def _status(self, text: str, error: bool = False) -> None:
         if isinstance(self.screen, InventoryScreen):

@@ -229,7 +229,9 @@ def _console(opts: dict[str, Any]) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"hvc: error: {message}", err=True)
+    from backends.uri import redact
+
+    click.echo(f"hvc: error: {redact(message)}", err=True)
     sys.exit(code)
 
 
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # an internal error: one line here, the traceback in the log
         from console.log import log_exception
 
-        _fail(f"internal error: {exc} (details in {log_exception(exc)})", 1)
+        _fail(f"internal error: {exc} (traceback in {log_exception(exc)})", 1)
     if isinstance(code, int) and code:
         sys.exit(code)
 

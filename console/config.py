@@ -45,6 +45,9 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path}: not a text file (byte {exc.start} is not UTF-8)",
+                          hint="the config is a UTF-8 TOML file") from None
     return _parse(doc, path)
 
 

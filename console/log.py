@@ -7,6 +7,15 @@ import os
 from pathlib import Path
 
 
+class _Redacting(logging.Formatter):
+    """No password from a URI reaches the log, not even inside a traceback's message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from backends.uri import redact
+
+        return redact(super().format(record))
+
+
 def state_dir() -> Path:
     """Where hvc keeps its log and audit trail ($XDG_STATE_HOME/hvc)."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -22,9 +31,12 @@ def log_exception(exc: BaseException) -> Path:
     path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("hvc")
+    for stale in [h for h in logger.handlers if getattr(h, "baseFilename", None) != str(path.absolute())]:
+        logger.removeHandler(stale)  # the state directory changed (tests, or XDG_STATE_HOME set later)
+        stale.close()
     if not logger.handlers:
         handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.error("unexpected error", exc_info=exc)

@@ -100,7 +100,13 @@ def shipped_names() -> list[str]:
 
 def load(path: Path) -> Scenario:
     """Read and check the whole scenario; ``BadInput`` names the line and the problem."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not a text file (byte {exc.start} is not UTF-8)",
+                       hint="a scenario is a UTF-8 TOML file") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read it: {exc.strerror}") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
