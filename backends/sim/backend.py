@@ -34,6 +34,7 @@ from backends.requests import (
     MigrateRequest,
     RebalanceRequest,
     ReplicateRequest,
+    ServiceMoveRequest,
 )
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
@@ -42,6 +43,7 @@ from backends.sim.migrate import SimMigrate
 from backends.sim.ops import SimLifecycle
 from backends.sim.rebalance import SimRebalance
 from backends.sim.replicate import SimFailover, SimReplicate
+from backends.sim.service_move import SimServiceMove
 from backends.sim.spec import FleetSpec, HostSpec
 
 
@@ -50,6 +52,7 @@ class SimBackend(Backend):
     capabilities = frozenset({
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE, Capability.MIGRATE,
         Capability.HANDOFF, Capability.REBALANCE, Capability.REPLICATE, Capability.FAILOVER,
+        Capability.SERVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: SimLifecycle,
@@ -58,6 +61,7 @@ class SimBackend(Backend):
         HandoffRequest: SimHandoff,
         ReplicateRequest: SimReplicate,
         FailoverRequest: SimFailover,
+        ServiceMoveRequest: SimServiceMove,
     }
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
@@ -98,6 +102,7 @@ class SimBackend(Backend):
             replicas=self._replicas(now),
             taken_at=now,
             pools=self._pools(),
+            services=tuple(replace(s, host=self.state.vms[s.vm].host) for s in self.state.services.values()),
         )
 
     def _pools(self) -> tuple[StoragePool, ...]:
