@@ -149,9 +149,10 @@ def play(ctx: click.Context, /, scenario: str, screenshots: Path | None, size: s
 
 
 def _add_operations() -> None:
+    from console import cli_services
     from console.cli_ops import COMMANDS
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, *cli_services.COMMANDS):
         cli.add_command(command)
 
 
