@@ -49,7 +49,7 @@ def free_vfs(inv: Inventory, host: str) -> tuple[PciDevice, ...]:
     taken = carried(inv)
     return tuple(sorted(
         (d for d in inv.devices_on(host)
-         if d.is_vf and d.owner.kind in (OwnerKind.HOST, OwnerKind.VFIO) and (host, d.address) not in taken),
+         if d.is_vf and d.owner.kind is not OwnerKind.VM and (host, d.address) not in taken),
         key=lambda d: d.address,
     ))
 
@@ -58,8 +58,8 @@ def check_destination(inv: Inventory, service: StorageService, dest: Host) -> Pc
     """The VF on ``dest`` that would take the identifier; BadInput says why ``dest`` cannot."""
     if dest.name == service.host:
         raise BadInput(f"{service.name} already runs on {dest.name}", hint="pick another destination host")
-    vm = inv.vm(service.vm)
-    if vm is None or vm.host != service.host:
+    vm = next((v for v in inv.vms if v.name == service.vm and v.host == service.host), None)
+    if vm is None:
         raise BadInput(f"{service.name}'s VM {service.vm} is not on {service.host}", hint="refresh and try again")
     if not vm.active:
         raise BadInput(f"{vm.name} is {vm.state.value}; moving a service live needs its VM running",

@@ -25,6 +25,7 @@ from backends.libvirt.ops import LibvirtLifecycle
 from backends.libvirt.parse import resolve_owners
 from backends.libvirt.rebalance import LibvirtRebalance
 from backends.libvirt.replication import LibvirtFailover, LibvirtReplicate, replica_links
+from backends.libvirt.services import LibvirtServiceMove
 from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
 from backends.requests import (
     FailoverRequest,
@@ -33,6 +34,7 @@ from backends.requests import (
     MigrateRequest,
     RebalanceRequest,
     ReplicateRequest,
+    ServiceMoveRequest,
 )
 from backends.uri import redact
 
@@ -107,7 +109,7 @@ class LibvirtBackend(Backend):
     capabilities = frozenset({
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
         Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
-        Capability.REPLICATE, Capability.FAILOVER,
+        Capability.REPLICATE, Capability.FAILOVER, Capability.SERVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: LibvirtLifecycle,
@@ -116,6 +118,7 @@ class LibvirtBackend(Backend):
         RebalanceRequest: LibvirtRebalance,
         ReplicateRequest: LibvirtReplicate,
         FailoverRequest: LibvirtFailover,
+        ServiceMoveRequest: LibvirtServiceMove,
     }
 
     def __init__(
@@ -246,6 +249,7 @@ class LibvirtBackend(Backend):
             pools=tuple(replace(p, host=names[v.uri]) for v in views for p in v.pools),
             replicas=self._replicas,
             taken_at=time.time(),
+            services=tuple(replace(s, host=names[v.uri]) for v in views for s in v.services),
         )
 
 

@@ -23,6 +23,7 @@ from backends.models import (
     Owner,
     OwnerKind,
     PciDevice,
+    StorageService,
     VcpuPin,
     Vm,
     VmState,
@@ -57,6 +58,7 @@ class DomainFacts:
 
     vm: Vm
     chains: tuple[DiskChain, ...] = ()
+    services: tuple[StorageService, ...] = ()  # S8, from backends.libvirt.service_xml
 
 
 # --- small helpers -----------------------------------------------------------------------
