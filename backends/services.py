@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from backends.errors import BadInput, NotFound
-from backends.models import Host, Inventory, OwnerKind, PciDevice, StorageService
+from backends.models import Host, Inventory, OwnerKind, PciDevice, StorageService, Vm
 from backends.placement import find_host, plan_move
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -46,19 +46,31 @@ def carried(inv: Inventory) -> dict[tuple[str, str], StorageService]:
 
 def free_vfs(inv: Inventory, host: str) -> tuple[PciDevice, ...]:
     """VFs on ``host`` back in their PF's pool: no VM owns them and they carry no identifier."""
+    return free_vfs_by_host(inv).get(host, ())
+
+
+def free_vfs_by_host(inv: Inventory) -> dict[str, tuple[PciDevice, ...]]:
+    """``free_vfs`` for every host at once (one pass over the devices)."""
     taken = carried(inv)
-    return tuple(sorted(
-        (d for d in inv.devices_on(host)
-         if d.is_vf and d.owner.kind is not OwnerKind.VM and (host, d.address) not in taken),
-        key=lambda d: d.address,
-    ))
+    out: dict[str, list[PciDevice]] = {}
+    for d in inv.devices:
+        if d.is_vf and d.owner.kind is not OwnerKind.VM and (d.host, d.address) not in taken:
+            out.setdefault(d.host, []).append(d)
+    return {host: tuple(sorted(vfs, key=lambda d: d.address)) for host, vfs in out.items()}
 
 
-def check_destination(inv: Inventory, service: StorageService, dest: Host) -> PciDevice:
-    """The VF on ``dest`` that would take the identifier; BadInput says why ``dest`` cannot."""
+def service_vm(inv: Inventory, service: StorageService) -> Vm | None:
+    return next((v for v in inv.vms_on(service.host) if v.name == service.vm), None)
+
+
+def check_destination(inv: Inventory, service: StorageService, dest: Host,
+                      free: dict[str, tuple[PciDevice, ...]] | None = None, vm: Vm | None = None) -> PciDevice:
+    """The VF on ``dest`` that would take the identifier; BadInput says why ``dest`` cannot.
+
+    ``free`` (from ``free_vfs_by_host``) and ``vm`` save the lookups when checking many hosts."""
     if dest.name == service.host:
         raise BadInput(f"{service.name} already runs on {dest.name}", hint="pick another destination host")
-    vm = next((v for v in inv.vms if v.name == service.vm and v.host == service.host), None)
+    vm = vm or service_vm(inv, service)
     if vm is None:
         raise BadInput(f"{service.name}'s VM {service.vm} is not on {service.host}", hint="refresh and try again")
     if not vm.active:
@@ -67,7 +79,7 @@ def check_destination(inv: Inventory, service: StorageService, dest: Host) -> Pc
     if service.vf is None:
         raise BadInput(f"{service.name} has no VF carrying {service.identifier} now",
                        hint="wait for the move in progress to finish")
-    vfs = free_vfs(inv, dest.name)
+    vfs = (free_vfs_by_host(inv) if free is None else free).get(dest.name, ())
     if not vfs:
         raise BadInput(f"{dest.name} has no free SR-IOV VF to carry {service.identifier}",
                        hint="free a VF there (hand it to the host) or pick a host with one")
@@ -78,11 +90,12 @@ def check_destination(inv: Inventory, service: StorageService, dest: Host) -> Pc
 def destinations(inv: Inventory, service: StorageService) -> list[tuple[Host, str | None, str]]:
     """Every other host as (host, the VF that would take the identifier, why not): one of the two is set."""
     out: list[tuple[Host, str | None, str]] = []
+    free, vm = free_vfs_by_host(inv), service_vm(inv, service)
     for host in inv.hosts:
         if host.name == service.host:
             continue
         try:
-            out.append((host, check_destination(inv, service, host).address, ""))
+            out.append((host, check_destination(inv, service, host, free, vm).address, ""))
         except BadInput as exc:
             out.append((host, None, exc.message))
     return out

@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from backends.requests import ServiceMoveRequest
-from console.cli_ops import _backend_only, _operation_options, _run
+from console import cli_ops
+from console.cli_ops import _backend_only, _operation_options
 
 
 @click.command("services")
@@ -41,8 +42,9 @@ def services(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 @click.pass_context
 def service_move(ctx: click.Context, service: str, to_host: str, yes: bool, **opts: Any) -> None:
     """Move SERVICE (name or identifier) to HOST: release its VF, migrate its VM, bind the same identifier there."""
-    _run(ctx, {**opts, "yes": yes}, ServiceMoveRequest(service, to_host),
-         question=f"Move {service} to {to_host} (its initiators pause at switchover)?")
+    # Through the module: headless scenarios swap cli_ops._run to capture the request.
+    cli_ops._run(ctx, {**opts, "yes": yes}, ServiceMoveRequest(service, to_host),
+                 question=f"Move {service} to {to_host} (its initiators pause at switchover)?")
 
 
 COMMANDS = [services, service_move]

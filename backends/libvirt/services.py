@@ -35,7 +35,7 @@ from backends.libvirt.ops import libvirt_reason, open_job_connection
 from backends.libvirt.service_xml import interface_xml
 from backends.models import Inventory, JobEvent, JobKind, JobResult, Outcome, PhaseChanged, StorageService
 from backends.requests import MigrateRequest, ServiceMoveRequest
-from backends.services import resolve
+from backends.services import resolve, service_vm
 
 if TYPE_CHECKING:
     from backends.libvirt.backend import LibvirtBackend
@@ -62,8 +62,8 @@ class LibvirtServiceMove(Operation):
         inv = backend.snapshot()
         self.plan = plan_service_move(inv, request.service, request.to_host)
         svc = self.plan.service
-        vm = next(v for v in inv.vms if v.name == svc.vm and v.host == svc.host)  # resolve checked it is there
-        assert svc.vf is not None
+        vm = service_vm(inv, svc)
+        assert vm is not None and svc.vf is not None  # resolve checked both
         src, self.dst = backend.connected(svc.host, "the source"), backend.connected(self.plan.dest)
         try:
             dom = src.connection.lookupByUUIDString(vm.uuid)

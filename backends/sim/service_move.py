@@ -31,7 +31,7 @@ from backends.models import (
     Progress,
 )
 from backends.requests import HandoffRequest, MigrateRequest, ServiceMoveRequest
-from backends.services import free_vfs, resolve
+from backends.services import free_vfs, resolve, service_vm
 from backends.sim.handoff_op import SimHandoff, device_key
 from backends.sim.migrate import SimMigrate
 
@@ -46,7 +46,7 @@ class SimServiceMove(Operation):
     def __init__(self, backend: SimBackend, request: ServiceMoveRequest) -> None:
         inv = backend.snapshot()
         service, dest, vf = resolve(inv, request.service, request.to_host)
-        vm = inv.vm(service.vm)
+        vm = service_vm(inv, service)
         assert vm is not None and service.vf is not None  # resolve checked both
         self.backend, self.service, self.dest, self.dest_vf = backend, service, dest.name, vf.address
         self.source, self.source_vf = service.host, service.vf
