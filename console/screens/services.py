@@ -118,6 +118,7 @@ class ServicesScreen(InventoryScreen):
                     self.hvc.backend.prepare(ServiceMoveRequest(svc.name, host.name))
                 except HvcError as exc:
                     why = exc.message
-            choices.append((host.name, f"{host.name}  ({host.site}" + (f", VF {vf})" if vf else ")"), why or None))
+            short = why.removeprefix(f"{host.name} ").removesuffix(f" to carry {svc.identifier}") if why else None
+            choices.append((host.name, f"{host.name}  ({host.site}" + (f", VF {vf})" if vf else ")"), short))
         choices.sort(key=lambda c: c[2] is not None)
         self.app.push_screen(PickerScreen(f"Move {svc.name} ({svc.identifier}) from {svc.host} to…", choices), chosen)
