@@ -249,3 +249,15 @@ def test_cancel_while_releasing_leaves_the_vf_with_the_vm() -> None:
     assert "stays on VF 0000:18:01.3" in result.reason
     assert backend.snapshot().services == before.services
     assert backend.snapshot().devices == before.devices
+
+
+def test_alerts_name_duplicate_and_unbound_identifiers() -> None:
+    from backends.analysis import Severity, alerts
+
+    inv = sim().snapshot()
+    assert not [a for a in alerts(inv) if a.kind == "service"]
+    a, b = inv.services
+    bad = replace(inv, services=(a, replace(b, identifier=a.identifier, vf=None)))
+    found = [(x.severity, x.message) for x in alerts(bad) if x.kind == "service"]
+    assert (Severity.ERROR, f"nvme-pool-a and iscsi-tier1 both claim {a.identifier}") in found
+    assert (Severity.WARNING, f"nvme-pool-a: {a.identifier} is on no VF (moving, or its interface is gone)") in found
