@@ -23,7 +23,7 @@ class Severity(StrEnum):
 class Alert:
     severity: Severity
     # host-lost, cell-overcommitted, cpu-overcommitted, vnuma-split, remote-memory, unreported-topology,
-    # dma-overcommit, device, rpo
+    # dma-overcommit, device, rpo, service
     kind: str
     host: str
     subject: str  # the host, cell ('cell 1'), CPUs ('CPUs 3,5'), VM or device the alert is about
@@ -225,4 +225,20 @@ def alerts(inv: Inventory) -> tuple[Alert, ...]:
             lag = "unknown" if r.lag_s is None else f"{r.lag_s:.0f}s"
             out.append(Alert(Severity.ERROR, "rpo", r.primary_host, r.vm,
                              f"{r.vm}/{r.disk} replica lag {lag} exceeds its RPO of {r.rpo_s:.0f}s", (r.vm,)))
+    out += service_alerts(inv)
     return tuple(sorted(out, key=lambda a: a.severity is not Severity.ERROR))
+
+
+def service_alerts(inv: Inventory) -> list[Alert]:
+    """S8: an identifier claimed by two services (initiators would reach either), or carried by no VF."""
+    out: list[Alert] = []
+    first: dict[str, str] = {}
+    for s in inv.services:
+        if s.identifier in first:
+            out.append(Alert(Severity.ERROR, "service", s.host, s.name,
+                             f"{s.name} and {first[s.identifier]} both claim {s.identifier}", (s.vm,)))
+        first.setdefault(s.identifier, s.name)
+        if s.vf is None:
+            out.append(Alert(Severity.WARNING, "service", s.host, s.name,
+                             f"{s.name}: {s.identifier} is on no VF (moving, or its interface is gone)", (s.vm,)))
+    return out

@@ -19,7 +19,13 @@ def inventory_to_dict(inv: Inventory, capabilities: frozenset[str] = frozenset()
         "chains": [asdict(c) for c in inv.chains],
         "replicas": replicas_to_list(inv),
         "pools": [asdict(p) for p in inv.pools],
+        "services": services_to_list(inv),
     }
+
+
+def services_to_list(inv: Inventory) -> list[dict[str, Any]]:
+    """S8: each storage service with where it runs; ``vf`` is null while it is unbound (moving)."""
+    return [asdict(s) for s in inv.services]
 
 
 def replicas_to_list(inv: Inventory) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ ACTIONS: tuple[Action, ...] = (
     Action("devices", "3", "Devices view"),
     Action("replication", "4", "Replication view"),
     Action("jobs", "5", "Jobs view"),
+    Action("services", "6", "Storage services view"),
     Action("command", "colon", "Command palette", footer=False),
     Action("filter", "slash", "Filter this list", footer=False),
     Action("help", "question_mark", "Keys"),
@@ -49,6 +50,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("replica_test_failover", "t", "Test failover (throwaway copy)", scope="replication", mutating=True),
     Action("replica_failover", "F", "Planned failover", scope="replication", destructive=True, mutating=True),
     Action("job_cancel", "x", "Cancel job", scope="jobs", destructive=True, mutating=True),
+    Action("open_vm", "enter", "Go to the service's VM", scope="services"),
+    Action("service_move", "M", "Move service to another host", scope="services"),
 )
 
 SCOPES = {a.scope for a in ACTIONS}

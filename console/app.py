@@ -30,6 +30,7 @@ from console.screens.host import HostScreen
 from console.screens.jobs import JobsScreen
 from console.screens.picker import PickerScreen
 from console.screens.replication import ReplicationScreen
+from console.screens.services import ServicesScreen
 from console.screens.vms import VmsScreen
 
 REFRESH_S = 2.0
@@ -44,6 +45,7 @@ class HvcApp(App[None]):
         "devices": DevicesScreen,
         "replication": ReplicationScreen,
         "jobs": JobsScreen,
+        "services": ServicesScreen,
     }
     DEFAULT_MODE = "fleet"
     BINDINGS = bindings("app")
@@ -144,6 +146,9 @@ class HvcApp(App[None]):
 
     def action_jobs(self) -> None:
         self.switch_mode("jobs")
+
+    def action_services(self) -> None:
+        self.switch_mode("services")
 
     def action_refresh(self) -> None:
         self.poll()

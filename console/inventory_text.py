@@ -79,8 +79,23 @@ def print_inventory(inv: Inventory, console: Console | None = None) -> None:
             pools.add_row(p.host, p.name, p.kind or "?", p.path or "?", str(len(p.volumes)), str(overlays),
                           format_bytes(p.available_bytes))
         console.print(pools)
+    if inv.services:
+        print_services(inv, console)
     if inv.replicas:
         print_replication(inv, console)
+
+
+def print_services(inv: Inventory, console: Console | None = None) -> None:
+    console = console or wide_console()
+    table = Table(title="Storage services", title_justify="left")
+    for col in ("service", "identifier", "protocol", "VM", "host", "VF"):
+        table.add_column(col)
+    for s in inv.services:
+        table.add_row(s.name, s.identifier, s.protocol, s.vm, s.host, s.vf or "[yellow]unbound[/]")
+    if not inv.services:
+        console.print("no storage services")
+        return
+    console.print(table)
 
 
 def print_replication(inv: Inventory, console: Console | None = None) -> None:

@@ -5,7 +5,7 @@ in order. Each step does exactly one thing, named by one of these keys:
 
     press = ["2", "j", "enter"]   keys, by Textual key name ("slash", "escape", "enter", "G" …)
     type = "web-01"               text, one key per character
-    view = "vms"                  open a view: fleet, vms, devices, replication, jobs, or
+    view = "vms"                  open a view: fleet, vms, devices, replication, jobs, services, or
                                   "host NAME" for one host's NUMA map
     run = "migrate web-01 --to dub-hv01"
                                   an operation, written exactly as the `hvc` verb and its options
@@ -41,7 +41,7 @@ from backends.requests import Request
 
 ACTIONS = ("press", "type", "view", "run", "wait_job", "wait_text", "assert_text", "assert_no_text",
            "screenshot", "pause")
-VIEWS = ("fleet", "vms", "devices", "replication", "jobs")
+VIEWS = ("fleet", "vms", "devices", "replication", "jobs", "services")
 TIMEOUTS = {"wait_job": 30.0, "wait_text": 10.0}
 SHIPPED = Path(__file__).with_name("scenarios")
 _STEP_HEADER = re.compile(r"^\s*\[\[\s*step\s*\]\]")
@@ -203,14 +203,15 @@ def operation(text: str) -> tuple[Request, str | None]:
     import click
 
     import console.cli  # noqa: F401 - first: cli_ops needs it, and it registers cli_ops' verbs as it loads
-    from console import cli_ops
+    from console import cli_ops, cli_services
 
     try:
         words = shlex.split(text)
     except ValueError as exc:
         raise ValueError(f"cannot split {text!r}: {exc}") from None
     words = words[1:] if words[:1] == ["hvc"] else words
-    verbs = {c.name: c for c in cli_ops.COMMANDS if c.name and not isinstance(c, click.Group)}
+    verbs = {c.name: c for c in (*cli_ops.COMMANDS, *cli_services.COMMANDS)
+             if c.name and not isinstance(c, click.Group)}
     if not words or words[0] not in verbs:
         raise ValueError(f"{(words or [''])[0]!r} is not an operation; one of {', '.join(sorted(verbs))}")
     command = verbs[words[0]]

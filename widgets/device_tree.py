@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from backends.models import OwnerKind, PciDevice
+from backends.models import OwnerKind, PciDevice, StorageService
 
 NodeKey = tuple[str, ...]
 GUIDE = 3  # cells of indentation per tree level
@@ -126,14 +126,15 @@ class DeviceTree(Tree[PciDevice | None]):
         self._key_of: dict[int, NodeKey] = {}  # node id → key
         self._has_shown = False
 
-    def show(self, devices: Sequence[PciDevice], flags: Mapping[tuple[str, str], str] = {}) -> None:
+    def show(self, devices: Sequence[PciDevice], flags: Mapping[tuple[str, str], str] = {},
+             services: Sequence[StorageService] = ()) -> None:
         expanded = {key: node.is_expanded for key, node in self._node_of.items()}
         cursor, old_parents = self.cursor_key, dict(self._parent_of)
         self.clear()
         self._node_of.clear()
         self._parent_of.clear()
         self._key_of.clear()
-        for spec in build_specs(devices, flags):
+        for spec in build_specs(devices, flags, services):
             self._add(self.root, spec, None, expanded)
         self.last_line  # noqa: B018  (index the new lines so nodes know where they are)
         target = self._surviving(cursor, old_parents)
@@ -185,21 +186,26 @@ class DeviceTree(Tree[PciDevice | None]):
         return self._node_of.get(key)
 
 
-def build_specs(devices: Sequence[PciDevice], flags: Mapping[tuple[str, str], str]) -> list[_Spec]:
-    """Hosts in the order they first appear, groups by number (ungrouped last), devices by address."""
+def build_specs(devices: Sequence[PciDevice], flags: Mapping[tuple[str, str], str],
+                services: Sequence[StorageService] = ()) -> list[_Spec]:
+    """Hosts in the order they first appear, groups by number (ungrouped last), devices by address.
+
+    A VF carrying a storage service's identifier (S8) shows it after its owner."""
+    carried = {(s.host, s.vf): s for s in services if s.vf}
     by_host: dict[str, list[PciDevice]] = {}
     for device in devices:
         by_host.setdefault(device.host, []).append(device)
     hosts = []
     for host, host_devices in by_host.items():
-        groups, count = _group_specs(host, host_devices, flags)
+        groups, count = _group_specs(host, host_devices, flags, carried)
         n = len(host_devices)
         label = Text.assemble((host, "bold"), (f"  {n} device{'s' * (n != 1)}", "dim"), conflict_badge(count))
         hosts.append(_Spec(("host", host), label, None, groups))
     return hosts
 
 
-def _group_specs(host: str, devices: list[PciDevice], flags: Mapping[tuple[str, str], str]) -> tuple[list[_Spec], int]:
+def _group_specs(host: str, devices: list[PciDevice], flags: Mapping[tuple[str, str], str],
+                 carried: Mapping[tuple[str, str], StorageService]) -> tuple[list[_Spec], int]:
     addresses = {d.address: d for d in devices}
     # A VF goes under its PF when the PF is listed; otherwise it stays in its own group.
     vfs_of: dict[str, list[PciDevice]] = {}
@@ -213,7 +219,7 @@ def _group_specs(host: str, devices: list[PciDevice], flags: Mapping[tuple[str, 
     specs, total = [], 0
     for group in sorted(groups, key=lambda g: (g is None, g or 0)):
         members = sorted(groups[group], key=lambda d: d.address)
-        children = [_device_spec(d, vfs_of.get(d.address, []), flags) for d in members]
+        children = [_device_spec(d, vfs_of.get(d.address, []), flags, carried) for d in members]
         flagged = sum(_flag_count(d, vfs_of, flags) for d in members)
         name = "no IOMMU group" if group is None else f"IOMMU group {group}"
         label = Text.assemble((name, "bold dim" if group is None else "bold"), conflict_badge(flagged))
@@ -226,7 +232,15 @@ def _flag_count(d: PciDevice, vfs_of: Mapping[str, list[PciDevice]], flags: Mapp
     return ((d.host, d.address) in flags) + sum((v.host, v.address) in flags for v in vfs_of.get(d.address, []))
 
 
-def _device_spec(d: PciDevice, vfs: list[PciDevice], flags: Mapping[tuple[str, str], str]) -> _Spec:
+def identifier_text(service: StorageService | None) -> Text | None:
+    """What a VF carrying a storage service's identifier adds to its line."""
+    if service is None:
+        return None
+    return Text.assemble(("⇄ ", "dim"), (service.identifier, "magenta"), (f" {service.name}", "dim"))
+
+
+def _device_spec(d: PciDevice, vfs: list[PciDevice], flags: Mapping[tuple[str, str], str],
+                 carried: Mapping[tuple[str, str], StorageService]) -> _Spec:
     order = {address: i for i, address in enumerate(d.vfs)}
     vfs = sorted(vfs, key=lambda v: (order.get(v.address, len(order)), v.address))
     summary = None
@@ -241,7 +255,8 @@ def _device_spec(d: PciDevice, vfs: list[PciDevice], flags: Mapping[tuple[str, s
     children = [
         _Spec(
             ("dev", v.host, v.address),
-            device_label(v, flags.get((v.host, v.address)), width=vf_width, pf_product=d.product),
+            device_label(v, flags.get((v.host, v.address)), identifier_text(carried.get((v.host, v.address))),
+                         width=vf_width, pf_product=d.product),
             v,
         )
         for v in vfs

@@ -27,6 +27,7 @@ from backends.libvirt.ops import LibvirtLifecycle
 from backends.libvirt.parse import resolve_owners
 from backends.libvirt.rebalance import LibvirtRebalance
 from backends.libvirt.replication import LibvirtFailover, LibvirtReplicate, replica_links
+from backends.libvirt.services import LibvirtServiceMove
 from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
 from backends.requests import (
     BalloonRequest,
@@ -37,6 +38,7 @@ from backends.requests import (
     MigrateRequest,
     RebalanceRequest,
     ReplicateRequest,
+    ServiceMoveRequest,
 )
 from backends.uri import redact
 
@@ -112,6 +114,7 @@ class LibvirtBackend(Backend):
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
         Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
         Capability.REPLICATE, Capability.FAILOVER, Capability.DEVICE_OP, Capability.BALLOON,
+        Capability.SERVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: LibvirtLifecycle,
@@ -122,6 +125,7 @@ class LibvirtBackend(Backend):
         FailoverRequest: LibvirtFailover,
         DeviceOpRequest: LibvirtDeviceOp,
         BalloonRequest: LibvirtBalloon,
+        ServiceMoveRequest: LibvirtServiceMove,
     }
 
     def __init__(
@@ -252,6 +256,7 @@ class LibvirtBackend(Backend):
             pools=tuple(replace(p, host=names[v.uri]) for v in views for p in v.pools),
             replicas=self._replicas,
             taken_at=time.time(),
+            services=tuple(replace(s, host=names[v.uri]) for v in views for s in v.services),
         )
 
 

@@ -29,7 +29,18 @@ from backends.libvirt.parse import (
     parse_volume,
 )
 from backends.libvirt.residency import with_stats
-from backends.models import DiskChain, DiskLayer, HostState, PciDevice, StoragePool, Vm, VmState, Volume
+from backends.libvirt.service_xml import parse_services
+from backends.models import (
+    DiskChain,
+    DiskLayer,
+    HostState,
+    PciDevice,
+    StoragePool,
+    StorageService,
+    Vm,
+    VmState,
+    Volume,
+)
 from backends.uri import redact
 
 _STATES = {
@@ -65,6 +76,7 @@ class HostView:
     chains: tuple[DiskChain, ...] = ()
     devices: tuple[PciDevice, ...] = ()
     pools: tuple[StoragePool, ...] = ()
+    services: tuple[StorageService, ...] = ()  # S8
     error: str | None = None
     generation: int = 0
 
@@ -248,6 +260,7 @@ class HostConnection:
             raw = conn.getCellsFreeMemory(min(ids), max(ids) - min(ids) + 1)
             free = tuple(raw[c - min(ids)] // self._free_unit for c in ids)
         vms, chains = self._domains(conn)
+        services = tuple(s for facts in self._facts.values() for s in facts.services)
         if self._devices is None:
             self._devices = self._node_devices(conn)
         if self._pools is None:
@@ -255,7 +268,7 @@ class HostConnection:
         chains = tuple(self._sized(c) for c in chains)
         self._publish(replace(
             view, state=HostState.CONNECTED, error=None, free_kib=free, vms=vms, chains=chains,
-            devices=self._devices, pools=self._pools or (), generation=view.generation + 1,
+            devices=self._devices, pools=self._pools or (), generation=view.generation + 1, services=services,
         ))
 
     def _describe_host(self, conn: Any) -> HostView:
@@ -292,7 +305,8 @@ class HostConnection:
             facts = self._facts.get(uuid)
             if facts is None or uuid in dirty or self._last_state.get(uuid) is not state:
                 self._count("XMLDesc")
-                facts = parse_domain(dom.XMLDesc(0), self.uri)
+                xml = dom.XMLDesc(0)
+                facts = replace(parse_domain(xml, self.uri), services=parse_services(xml, self.uri))
                 self._facts[uuid] = facts
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")

@@ -24,6 +24,7 @@ from backends.models import (
     Owner,
     OwnerKind,
     PciDevice,
+    StorageService,
     VcpuPin,
     Vm,
     VmState,
@@ -58,6 +59,7 @@ class DomainFacts:
 
     vm: Vm
     chains: tuple[DiskChain, ...] = ()
+    services: tuple[StorageService, ...] = ()  # S8, from backends.libvirt.service_xml
 
 
 # --- small helpers -----------------------------------------------------------------------

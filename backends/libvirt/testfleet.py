@@ -21,6 +21,9 @@ import uuid
 from itertools import pairwise
 from pathlib import Path
 
+from backends.libvirt.service_xml import NS as SERVICE_NS
+from backends.libvirt.service_xml import interface_xml
+
 POOL_NAME = "images"
 POOL_PATH = "/var/lib/libvirt/images"
 HOST_CPUS = 64  # 2 sockets x 16 cores x 2 threads
@@ -36,6 +39,7 @@ _GOLDEN = (
 # An Intel 82599 PF at 3b:00.0 with six VFs, interleaved as the hardware exposes them.
 SRIOV_PF = "0000:3b:00.0"
 SRIOV_VFS = tuple(f"0000:3b:{0x10 + i // 4:02x}.{(i % 4) * 2:x}" for i in range(6))
+SERVICE, SERVICE_MAC = "vm0000-nvme", "02:5e:00:00:00:01"  # carried on SRIOV_VFS[0] by vm0000
 GPU = "0000:af:00.0"
 GPU_AUDIO = "0000:af:00.1"
 # (address, class, vendor id, vendor, product id, product, iommu group)
@@ -141,6 +145,9 @@ def _hostdevs(index: int) -> str:
     for a in addresses:
         dom, bus, rest = a.split(":")
         slot, fn = rest.split(".")
+        if index == 0 and a == SRIOV_VFS[0]:  # vm0000 exports a storage service on its VF (S8)
+            out.append(f"    {interface_xml(SERVICE_MAC, a)}\n")
+            continue
         out.append(
             "    <hostdev mode='subsystem' type='pci' managed='yes'><source>"
             f"<address domain='0x{dom}' bus='0x{bus}' slot='0x{slot}' function='0x{fn}'/>"
@@ -162,6 +169,9 @@ def _domain(index: int, rng: random.Random, volumes: dict[str, str]) -> str:
         f"<currentMemory unit='KiB'>{mem_gib * GIB_KIB}</currentMemory>\n"
         f"  <vcpu placement='static'>{vcpus}</vcpu>\n"
     ]
+    if index == 0:
+        body.append(f"  <metadata><hvc:service xmlns:hvc='{SERVICE_NS}' name='{SERVICE}' protocol='nvme-tcp'/>"
+                    "</metadata>\n")
     if index % 4 == 1:
         first = rng.randrange(0, HOST_CPUS // 2, 2)
         pins = "".join(f"<vcpupin vcpu='{v}' cpuset='{first + v},{first + v + HOST_CPUS // 2}'/>" for v in range(vcpus))

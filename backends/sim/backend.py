@@ -36,6 +36,7 @@ from backends.requests import (
     MigrateRequest,
     RebalanceRequest,
     ReplicateRequest,
+    ServiceMoveRequest,
 )
 from backends.sim.balloon import SimBalloon
 from backends.sim.build import GIB, build
@@ -47,6 +48,7 @@ from backends.sim.ops import SimLifecycle
 from backends.sim.rebalance import SimRebalance
 from backends.sim.replicate import SimFailover, SimReplicate
 from backends.sim.residency import SimResidency
+from backends.sim.service_move import SimServiceMove
 from backends.sim.spec import FleetSpec, HostSpec
 
 
@@ -56,6 +58,7 @@ class SimBackend(Backend):
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE, Capability.MIGRATE,
         Capability.HANDOFF, Capability.REBALANCE, Capability.REPLICATE, Capability.FAILOVER,
         Capability.DEVICE_OP, Capability.BALLOON,
+        Capability.SERVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: SimLifecycle,
@@ -66,6 +69,7 @@ class SimBackend(Backend):
         FailoverRequest: SimFailover,
         DeviceOpRequest: SimDeviceOp,
         BalloonRequest: SimBalloon,
+        ServiceMoveRequest: SimServiceMove,
     }
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
@@ -108,6 +112,7 @@ class SimBackend(Backend):
             replicas=self._replicas(now),
             taken_at=now,
             pools=self._pools(),
+            services=tuple(replace(s, host=self.state.vms[s.vm].host) for s in self.state.services.values()),
         )
 
     def _pools(self) -> tuple[StoragePool, ...]:

@@ -20,6 +20,7 @@ from backends.models import (
     Owner,
     OwnerKind,
     PciDevice,
+    StorageService,
     VcpuPin,
     Vm,
     VNumaCell,
@@ -52,6 +53,7 @@ class BuiltFleet:
     chains: dict[tuple[str, str], DiskChain]
     replicas: dict[tuple[str, str], ReplicaState]
     boot: dict[str, tuple[float, float]]  # vm → (boot time, mean CPU utilisation)
+    services: dict[str, StorageService] = field(default_factory=dict)  # S8, by name
 
 
 def build(spec: FleetSpec, now: float) -> BuiltFleet:
@@ -85,7 +87,12 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
                 )
                 replicas[(v.name, disk.target)].sums = [
                     layer_sum(layer) for layer in chain.layers[: replicas[(v.name, disk.target)].present]]
-    return BuiltFleet(cells, vms, devices, chains, replicas, boot)
+    services = {}
+    for svc in spec.services:
+        vm = vms[svc.vm]
+        vf = next(a for a in vm.devices if devices[(vm.host, a)].is_vf)
+        services[svc.name] = StorageService(svc.name, vm.name, vm.host, svc.identifier, vf, svc.protocol)
+    return BuiltFleet(cells, vms, devices, chains, replicas, boot, services)
 
 
 def layer_sum(layer: DiskLayer) -> str:

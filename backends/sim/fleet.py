@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from backends.errors import BadInput, FleetFileError
 from backends.models import SiteRole, VmState
+from backends.services import mac_problem
 from backends.sim.spec import (
     CellSpec,
     DeviceSpec,
@@ -22,6 +23,7 @@ from backends.sim.spec import (
     FleetSpec,
     HostSpec,
     ReplicaSpec,
+    ServiceSpec,
     SiteSpec,
     VmSpec,
     VNodeSpec,
@@ -30,7 +32,8 @@ from backends.units import parse_size_kib
 
 T = TypeVar("T")
 _PCI = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$")
-_TOP = {"name", "seed", "sites", "hosts", "vms", "devices"}
+_TOP = {"name", "seed", "sites", "hosts", "vms", "devices", "services"}
+_PROTOCOLS = ("iscsi", "nvme-tcp", "nvme-rdma", "nfs", "smb")
 
 
 def demo_fleet_path() -> Path:
@@ -148,10 +151,37 @@ class _Loader:
                     "owner", "vfs", "vf_driver", "vf_owners"}
         devices = tuple(self.device(e, by_host, vm_host) for e in self.entries(doc, "devices", dev_keys))
         _unique(devices, lambda d: (d.host, d.address), f"{self.source}: device")
+        vf_vms = {vm for d in devices for vm in d.vf_owners.values()}
+        services: list[ServiceSpec] = []
+        for e in self.entries(doc, "services", {"name", "vm", "identifier", "protocol"}):
+            services.append(self.service(e, vm_host, vf_vms, services))
         return FleetSpec(
             sites=sites, hosts=hosts, vms=vms, devices=devices,
-            seed=top.get("seed", int, 0), name=top.get("name", str, "fleet"),
+            seed=top.get("seed", int, 0), name=top.get("name", str, "fleet"), services=tuple(services),
         )
+
+    def service(self, e: _Entry, vm_host: dict[str, str], vf_vms: set[str], seen: list[ServiceSpec]) -> ServiceSpec:
+        name, vm = e.get("name", str), e.get("vm", str)
+        if vm not in vm_host:
+            raise e.fail(f"vm {vm!r} is not one of the [[vms]]")
+        if vm not in vf_vms:
+            raise e.fail(f"vm {vm!r} owns no SR-IOV VF to carry the identifier; "
+                         "give it one with vf_owners in [[devices]]")
+        identifier = e.get("identifier", str).strip().lower()
+        problem = mac_problem(identifier)
+        if problem:
+            raise e.fail(f"identifier {problem}")
+        protocol = e.get("protocol", str, "iscsi")
+        if protocol not in _PROTOCOLS:
+            raise e.fail(f"protocol {protocol!r} must be one of {', '.join(_PROTOCOLS)}")
+        for other in seen:
+            if other.name == name:
+                raise e.fail(f"service {name!r} is defined twice")
+            if other.identifier == identifier:
+                raise e.fail(f"identifier {identifier} is already {other.name!r}'s; identifiers are unique")
+            if other.vm == vm:
+                raise e.fail(f"vm {vm!r} already exports {other.name!r}; one service per VM")
+        return ServiceSpec(name, vm, identifier, protocol)
 
     def site(self, e: _Entry) -> SiteSpec:
         role = e.get("role", str, "primary")

@@ -14,6 +14,7 @@ from backends.sim.spec import (
     FleetSpec,
     HostSpec,
     ReplicaSpec,
+    ServiceSpec,
     SiteSpec,
     VmSpec,
     VNodeSpec,
@@ -63,7 +64,8 @@ def generate_fleet(hosts: int, vms_per_host: int, seed: int = 0) -> FleetSpec:
     recovery_hosts = [h.name for h in host_specs if h.site == "site-b"]
     vms: list[VmSpec] = []
     devices: list[DeviceSpec] = []
-    for h in host_specs:
+    services: list[ServiceSpec] = []
+    for n, h in enumerate(host_specs):
         budget = [c.memory_kib - h.reserved_kib for c in h.cells]
         nic_owners: dict[int, str] = {}
         for j in range(vms_per_host):
@@ -99,4 +101,8 @@ def generate_fleet(hosts: int, vms_per_host: int, seed: int = 0) -> FleetSpec:
             product="Ethernet Controller E810-C for QSFP", device_class="Ethernet controller",
             driver="ice", iommu_group=20, vfs=8, vf_owners=nic_owners,
         ))
-    return FleetSpec(tuple(sites), tuple(host_specs), tuple(vms), tuple(devices), seed, f"scale-{hosts}x{vms_per_host}")
+        if nic_owners:  # the first VM with a VF on each host exports storage over it
+            services.append(ServiceSpec(f"{h.name}-svc", nic_owners[0], f"02:5e:{n >> 8:02x}:{n & 0xff:02x}:00:01",
+                                        "nvme-tcp" if n % 2 else "iscsi"))
+    return FleetSpec(tuple(sites), tuple(host_specs), tuple(vms), tuple(devices), seed, f"scale-{hosts}x{vms_per_host}",
+                     tuple(services))

@@ -82,6 +82,16 @@ class DeviceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """S8: a storage service exported by ``vm``, its identifier carried on the first VF the VM owns."""
+
+    name: str
+    vm: str
+    identifier: str  # a locally administered unicast MAC, lower case
+    protocol: str = "iscsi"
+
+
+@dataclass(frozen=True, slots=True)
 class SiteSpec:
     name: str
     role: SiteRole
@@ -95,3 +105,4 @@ class FleetSpec:
     devices: tuple[DeviceSpec, ...] = ()
     seed: int = 0
     name: str = "fleet"
+    services: tuple[ServiceSpec, ...] = ()

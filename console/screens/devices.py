@@ -44,7 +44,7 @@ class DevicesScreen(InventoryScreen):
                                  for v in (d.address, d.product, d.vendor, d.driver, d.host, d.owner.vm))
         ]
         flags = device_flags(inv)
-        self.query_one(DeviceTree).show(devices, flags)
+        self.query_one(DeviceTree).show(devices, flags, inv.services)
         assigned = sum(1 for d in inv.devices if d.owner.kind is OwnerKind.VM)
         self.query_one("#device-legend", Static).update(Text.assemble(
             f" {len(devices)} shown · {assigned} assigned to VMs · ",

@@ -19,6 +19,7 @@ VIEWS = {
     "devices": ["3"],
     "replication": ["4"],
     "help": ["2", "question_mark"],
+    "services": ["6", "j"],
 }
 
 

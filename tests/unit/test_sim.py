@@ -48,8 +48,8 @@ def test_free_memory_is_what_running_vms_leave(spec: FleetSpec) -> None:
     assert host is not None
     # cell 0: 256G - 4G reserved - pg-main-01 vnode0 64G - web-01 16G - k8s-node-01 32G - nfv-fw-01 8G
     assert host.numa[0].free_kib == (256 - 4 - 64 - 16 - 32 - 8) * GIB
-    # cache-01 is shut off, so cell 1 only loses pg vnode1 64G, web-02 16G, k8s-node-02 32G
-    assert host.numa[1].free_kib == (256 - 4 - 64 - 16 - 32) * GIB
+    # cache-01 is shut off, so cell 1 only loses pg vnode1 64G, web-02 16G, k8s-node-02 32G, storage-svc-02 16G
+    assert host.numa[1].free_kib == (256 - 4 - 64 - 16 - 32 - 16) * GIB
     over = inv.host("fra-hv04")
     assert over is not None and over.numa[1].free_kib == 0  # the overcommitted cell clamps at 0
 
@@ -81,9 +81,10 @@ def test_vm_placement_devices_and_sriov(spec: FleetSpec) -> None:
     vfs = [d for d in inv.devices if d.physfn == pf.address and d.host == pf.host]
     assert len(vfs) == 8 and {d.address for d in vfs} == set(pf.vfs)
     owned = [d for d in vfs if d.owner.kind is OwnerKind.VM]
-    assert {d.owner.vm for d in owned} == {"nfv-fw-01"} and all(d.driver == "vfio-pci" for d in owned)
+    assert {d.owner.vm for d in owned} == {"nfv-fw-01", "storage-svc-02"}
+    assert all(d.driver == "vfio-pci" for d in owned)
     fw = inv.vm("nfv-fw-01")
-    assert fw and set(fw.devices) == {d.address for d in owned}
+    assert fw and set(fw.devices) == {d.address for d in owned if d.owner.vm == "nfv-fw-01"}
 
 
 def test_chains_and_replicas(spec: FleetSpec) -> None:

@@ -92,7 +92,7 @@ async def test_hosts_hold_groups_which_hold_devices_and_a_pf_holds_its_vfs() -> 
         assert labels(hv01.children) == ["IOMMU group 20", "IOMMU group 40"]  # VF groups 21–28 fold into the PF
         (pf,) = hv01.children[0].children
         assert pf.data is not None and pf.data.address == "0000:18:00.0" and pf.is_expanded
-        assert "8 VFs · 2 assigned" in plain(pf)
+        assert "8 VFs · 3 assigned" in plain(pf)
         vfs = [n.data for n in pf.children]
         assert [v.address for v in vfs if v] == [f"0000:18:01.{i}" for i in range(8)]
         assert all(v is not None and v.physfn == "0000:18:00.0" and v.host == "fra-hv01" for v in vfs)
