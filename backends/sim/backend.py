@@ -28,6 +28,8 @@ from backends.models import (
     Volume,
 )
 from backends.requests import (
+    AttachRequest,
+    DetachRequest,
     FailoverRequest,
     HandoffRequest,
     LifecycleRequest,
@@ -37,6 +39,7 @@ from backends.requests import (
 )
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
+from backends.sim.devices import SimAttach, SimDetach
 from backends.sim.handoff_op import SimHandoff
 from backends.sim.migrate import SimMigrate
 from backends.sim.ops import SimLifecycle
@@ -50,6 +53,7 @@ class SimBackend(Backend):
     capabilities = frozenset({
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE, Capability.MIGRATE,
         Capability.HANDOFF, Capability.REBALANCE, Capability.REPLICATE, Capability.FAILOVER,
+        Capability.DEVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: SimLifecycle,
@@ -58,6 +62,8 @@ class SimBackend(Backend):
         HandoffRequest: SimHandoff,
         ReplicateRequest: SimReplicate,
         FailoverRequest: SimFailover,
+        DetachRequest: SimDetach,
+        AttachRequest: SimAttach,
     }
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
