@@ -149,9 +149,10 @@ def play(ctx: click.Context, /, scenario: str, screenshots: Path | None, size: s
 
 
 def _add_operations() -> None:
+    from console.cli_devices import COMMANDS as DEVICE_COMMANDS
     from console.cli_ops import COMMANDS
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, *DEVICE_COMMANDS):
         cli.add_command(command)
 
 
