@@ -13,7 +13,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
-from backends.models import DeviceImage, PciDevice, Vm
+from backends.models import DeviceImage, OwnerKind, PciDevice, Vm
 
 NS = "https://hvconsole.dev/xmlns/images/1"
 PREFIX = "hvc"  # the namespace prefix libvirt writes for NS
@@ -85,6 +85,18 @@ def mismatch(image: DeviceImage, device: PciDevice) -> str | None:
 def matching_image(vm: Vm, device: PciDevice) -> DeviceImage | None:
     """The first of ``vm``'s images that ``device`` can restore."""
     return next((i for i in vm.device_images if mismatch(i, device) is None), None)
+
+
+def attach_problem(vm: Vm, device: PciDevice) -> tuple[DeviceImage | None, str | None]:
+    """The image ``device`` would restore on ``vm``, or why attaching it cannot restore one."""
+    if not vm.device_images:
+        return None, f"{vm.name} has no device images to restore"
+    if device.owner.kind is OwnerKind.VM:
+        return None, f"{device.address} belongs to {device.owner.vm}; hand it to the host first"
+    image = matching_image(vm, device)
+    if image is None:
+        return None, "; ".join(filter(None, (mismatch(i, device) for i in vm.device_images)))
+    return image, None
 
 
 def describe(device: PciDevice) -> str:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput, HostUnreachable
+from backends.libvirt.devices import LibvirtAttach, LibvirtDetach
 from backends.libvirt.events import ensure_event_loop
 from backends.libvirt.handoff import LibvirtHandoff
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
@@ -27,6 +28,8 @@ from backends.libvirt.rebalance import LibvirtRebalance
 from backends.libvirt.replication import LibvirtFailover, LibvirtReplicate, replica_links
 from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
 from backends.requests import (
+    AttachRequest,
+    DetachRequest,
     FailoverRequest,
     HandoffRequest,
     LifecycleRequest,
@@ -107,7 +110,7 @@ class LibvirtBackend(Backend):
     capabilities = frozenset({
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
         Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
-        Capability.REPLICATE, Capability.FAILOVER,
+        Capability.REPLICATE, Capability.FAILOVER, Capability.DEVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: LibvirtLifecycle,
@@ -116,6 +119,8 @@ class LibvirtBackend(Backend):
         RebalanceRequest: LibvirtRebalance,
         ReplicateRequest: LibvirtReplicate,
         FailoverRequest: LibvirtFailover,
+        DetachRequest: LibvirtDetach,
+        AttachRequest: LibvirtAttach,
     }
 
     def __init__(

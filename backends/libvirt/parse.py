@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from backends.analysis import claims
+from backends.images import from_domain as images_from_domain
 from backends.models import (
     CellShare,
     Cpu,
@@ -227,6 +228,7 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
         disks=tuple(disks),
         memory_mode=mem.get("mode", "strict") if mem is not None else None,
         hugepages=root.find("memoryBacking/hugepages") is not None,
+        device_images=images_from_domain(root),
     )
     return DomainFacts(vm=vm, chains=tuple(chains))
 

@@ -138,18 +138,6 @@ class SimDetach(Operation):
         return ""
 
 
-def attach_problem(vm: Vm, device: PciDevice) -> tuple[DeviceImage | None, str | None]:
-    """The image ``device`` would restore on ``vm``, or why it cannot be attached to restore one."""
-    if not vm.device_images:
-        return None, f"{vm.name} has no device images to restore"
-    if device.owner.kind is OwnerKind.VM:
-        return None, f"{device.address} belongs to {device.owner.vm}; hand it to the host first"
-    image = images.matching_image(vm, device)
-    if image is None:
-        return None, "; ".join(filter(None, (images.mismatch(i, device) for i in vm.device_images)))
-    return image, None
-
-
 class SimAttach(Operation):
     """Give ``request.vm`` the free device ``request.device`` on its host, restoring it from its image."""
 
@@ -160,7 +148,7 @@ class SimAttach(Operation):
             raise BadInput(f"{vm.name} is {vm.state.value}; attaching restores a running guest's device",
                            hint=f"start {vm.name} first")
         device = find_on(inv, vm.host, request.device)
-        image, why = attach_problem(vm, device)
+        image, why = images.attach_problem(vm, device)
         if image is None:
             raise BadInput(f"cannot attach {device.address} to {vm.name}: {why}",
                            hint=f"pick hardware on {vm.host} that matches the image (`hvc inventory`)")
