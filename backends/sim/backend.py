@@ -71,6 +71,8 @@ class SimBackend(Backend):
         self.spec = spec
         self.clock = clock or ManualClock()
         self.lock = threading.RLock()
+        # Stage name → the error the next operation reaching that stage fails with (tests, demos).
+        self.faults: dict[str, str] = {}
         self._host_specs = {h.name: h for h in spec.hosts}
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())
