@@ -42,6 +42,8 @@ ACTIONS: tuple[Action, ...] = (
     Action("vm_migrate", "M", "Migrate VM to another host", scope="vms"),
     Action("vm_rebalance", "N", "Rebalance a vNUMA cell", scope="vms"),
     Action("device_handoff", "H", "Hand off device", scope="devices"),
+    Action("device_detach", "D", "Detach device into an image", scope="devices", destructive=True),
+    Action("device_attach", "A", "Attach hardware, restoring an image", scope="devices"),
     Action("replica_sync", "s", "Sync replica now", scope="replication"),
     Action("replica_test_failover", "t", "Test failover (throwaway copy)", scope="replication"),
     Action("replica_failover", "F", "Planned failover", scope="replication", destructive=True),
