@@ -131,10 +131,13 @@ class SimHandoff(Operation):
 
         if self.s2:
             build = self.s2[0]
-            announce(build, f"{self._new_stack()} is built for {self.device.address} while {self.old} still "
-                            f"drives it")
-            clock.sleep(BUILD_S)
-            queue.device_step(int(act_per_tick * BUILD_S / TICK_S))  # the old stack keeps serving meanwhile
+            if phase is None:  # as a phase of another job, only the queue stages are announced
+                announce(build, f"{self._new_stack()} is built for {self.device.address} while {self.old} still "
+                                f"takes its requests")
+            for _ in range(round(BUILD_S / TICK_S)):  # the old stack keeps taking requests meanwhile
+                clock.sleep(TICK_S)
+                for _ in range(int(arrive_per_tick * rng.uniform(0.7, 1.3))):
+                    queue.arrive(rng.choice(flows))
             why = fault(build)
             if why:
                 return result(Outcome.FAILED, f"failed while {build}: {why}; {self.device.address} stays with "
@@ -177,7 +180,7 @@ class SimHandoff(Operation):
                     else:
                         queue.reassign()
                         if self.s2 and not queue.aborted and not failed_at:
-                            failed_at = self._relinquish(announce, queue, fault)
+                            failed_at = self._relinquish(announce if phase is None else None, queue, fault)
                             if failed_at and queue.busy:
                                 give_back(self.s2[3], "failed")
                             elif failed_at:  # nothing was held: hand it straight back the same lossless way
@@ -214,13 +217,14 @@ class SimHandoff(Operation):
             return f"the host's driver ({_host_driver(self.backend, self.device) or 'its driver'})"
         return f"a vfio-pci stack for {self.target} (IOMMU domain, DMA mappings)"
 
-    def _relinquish(self, announce: Callable[[str, str], None], queue: HoldingQueue,
+    def _relinquish(self, announce: Callable[[str, str], None] | None, queue: HoldingQueue,
                     fault: Callable[[str], str | None]) -> str:
         """S2's last step: the old stack lets go before anything is replayed; '' or why it did not."""
         name = self.s2[3]
         old = "the host's driver" if self.old == "host" else self.old
-        announce(name, f"{old} no longer drives {self.device.address}; {queue.held:,} held requests wait for "
-                       f"{self.target}")
+        if announce is not None:
+            announce(name, f"{old} no longer drives {self.device.address}; {queue.held:,} held requests wait "
+                           f"for {self.target}")
         self.backend.clock.sleep(BUILD_S)
         why = fault(name)
         return f"failed while {name}: {why}" if why else ""
