@@ -46,12 +46,14 @@ ACTIONS: tuple[Action, ...] = (
     Action("vm_balloon", "B", "Balloon VM memory", scope="vms", mutating=True),
     Action("device_handoff", "H", "Hand off device", scope="devices", mutating=True),
     Action("device_op", "O", "Device operation (policy decides)", scope="devices", mutating=True),
+    Action("device_detach", "D", "Detach device into an image", scope="devices", destructive=True, mutating=True),
+    Action("device_attach", "A", "Attach hardware, restoring an image", scope="devices", mutating=True),
     Action("replica_sync", "s", "Sync replica now", scope="replication", mutating=True),
     Action("replica_test_failover", "t", "Test failover (throwaway copy)", scope="replication", mutating=True),
     Action("replica_failover", "F", "Planned failover", scope="replication", destructive=True, mutating=True),
     Action("job_cancel", "x", "Cancel job", scope="jobs", destructive=True, mutating=True),
     Action("open_vm", "enter", "Go to the service's VM", scope="services"),
-    Action("service_move", "M", "Move service to another host", scope="services"),
+    Action("service_move", "M", "Move service to another host", scope="services", mutating=True),
 )
 
 SCOPES = {a.scope for a in ACTIONS}

@@ -152,10 +152,11 @@ def play(ctx: click.Context, /, scenario: str, screenshots: Path | None, size: s
 
 def _add_operations() -> None:
     from console import cli_services
+    from console.cli_devices import COMMANDS as DEVICE_COMMANDS
     from console.cli_devices_policy import COMMANDS as POLICY_COMMANDS
     from console.cli_ops import COMMANDS
 
-    for command in (*COMMANDS, *POLICY_COMMANDS, *cli_services.COMMANDS):
+    for command in (*COMMANDS, *DEVICE_COMMANDS, *POLICY_COMMANDS, *cli_services.COMMANDS):
         cli.add_command(command)
 
 

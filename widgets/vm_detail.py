@@ -42,6 +42,10 @@ def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: 
         parts.append(Text("devices  ", style="bold") + Text(", ".join(vm.devices)))
     if vm.residency is not None:
         parts.append(_residency(vm))
+    for image in vm.device_images:
+        what = " ".join(p for p in (image.vendor, image.product) if p) or image.source_address
+        parts.append(Text.assemble(("image    ", "bold"), f"{image.address} ", ("backed by image", "magenta"),
+                                   f" of {what}", (f"  from {image.source_host} {image.source_address}", "dim")))
     for chain in chains:
         link = next((r for r in replicas if r.disk == chain.disk), None)
         layers = " → ".join(layer.path.rsplit("/", 1)[-1] for layer in chain.layers)

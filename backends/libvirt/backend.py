@@ -19,6 +19,7 @@ from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput, HostUnreachable
 from backends.libvirt.balloon import LibvirtBalloon
 from backends.libvirt.device_op import LibvirtDeviceOp
+from backends.libvirt.devices import LibvirtAttach, LibvirtDetach
 from backends.libvirt.events import ensure_event_loop
 from backends.libvirt.handoff import LibvirtHandoff
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
@@ -30,7 +31,9 @@ from backends.libvirt.replication import LibvirtFailover, LibvirtReplicate, repl
 from backends.libvirt.services import LibvirtServiceMove
 from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
 from backends.requests import (
+    AttachRequest,
     BalloonRequest,
+    DetachRequest,
     DeviceOpRequest,
     FailoverRequest,
     HandoffRequest,
@@ -114,7 +117,7 @@ class LibvirtBackend(Backend):
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE,
         Capability.MIGRATE, Capability.HANDOFF, Capability.REBALANCE,
         Capability.REPLICATE, Capability.FAILOVER, Capability.DEVICE_OP, Capability.BALLOON,
-        Capability.SERVICES,
+        Capability.SERVICES, Capability.DEVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: LibvirtLifecycle,
@@ -126,6 +129,8 @@ class LibvirtBackend(Backend):
         DeviceOpRequest: LibvirtDeviceOp,
         BalloonRequest: LibvirtBalloon,
         ServiceMoveRequest: LibvirtServiceMove,
+        DetachRequest: LibvirtDetach,
+        AttachRequest: LibvirtAttach,
     }
 
     def __init__(

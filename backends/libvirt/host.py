@@ -56,6 +56,7 @@ _STATES = {
 _STATS = libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
 _DOMAIN_EVENTS = (
     "LIFECYCLE", "DEVICE_ADDED", "DEVICE_REMOVED", "JOB_COMPLETED", "MIGRATION_ITERATION", "BLOCK_JOB_2",
+    "METADATA_CHANGE",
 )
 MAX_BACKOFF_S = 30.0
 
@@ -144,6 +145,10 @@ class HostConnection:
     def connection(self) -> Any:
         """The open virConnect (for operations), or None while the host is lost."""
         return self._conn
+
+    def forget(self, uuid: str) -> None:
+        """Re-read this domain's XML at the next refresh (an operation changed it)."""
+        self._dirty.add(uuid)
 
     def close(self) -> None:
         self._stop.set()

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from backends.analysis import claims
+from backends.images import from_domain as images_from_domain
 from backends.libvirt.residency import domain_residency
 from backends.models import (
     CellShare,
@@ -230,6 +231,7 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
         disks=tuple(disks),
         memory_mode=mem.get("mode", "strict") if mem is not None else None,
         hugepages=root.find("memoryBacking/hugepages") is not None,
+        device_images=images_from_domain(root),
     )
     vm = replace(vm, residency=domain_residency(root, devices, vm.memory_kib))
     return DomainFacts(vm=vm, chains=tuple(chains))

@@ -28,7 +28,9 @@ from backends.models import (
     Volume,
 )
 from backends.requests import (
+    AttachRequest,
     BalloonRequest,
+    DetachRequest,
     DeviceOpRequest,
     FailoverRequest,
     HandoffRequest,
@@ -42,6 +44,7 @@ from backends.sim.balloon import SimBalloon
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
 from backends.sim.device_op import DeviceState, SimDeviceOp
+from backends.sim.devices import SimAttach, SimDetach
 from backends.sim.handoff_op import SimHandoff
 from backends.sim.migrate import SimMigrate
 from backends.sim.ops import SimLifecycle
@@ -58,7 +61,7 @@ class SimBackend(Backend):
         Capability.INVENTORY, Capability.EVENTS, Capability.LIFECYCLE, Capability.MIGRATE,
         Capability.HANDOFF, Capability.REBALANCE, Capability.REPLICATE, Capability.FAILOVER,
         Capability.DEVICE_OP, Capability.BALLOON,
-        Capability.SERVICES,
+        Capability.SERVICES, Capability.DEVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
         LifecycleRequest: SimLifecycle,
@@ -70,6 +73,8 @@ class SimBackend(Backend):
         DeviceOpRequest: SimDeviceOp,
         BalloonRequest: SimBalloon,
         ServiceMoveRequest: SimServiceMove,
+        DetachRequest: SimDetach,
+        AttachRequest: SimAttach,
     }
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
@@ -77,6 +82,8 @@ class SimBackend(Backend):
         self.spec = spec
         self.clock = clock or ManualClock()
         self.lock = threading.RLock()
+        # Stage name → the error the next operation reaching that stage fails with (tests, demos).
+        self.faults: dict[str, str] = {}
         self._host_specs = {h.name: h for h in spec.hosts}
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())

@@ -10,6 +10,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field, replace
 
+from backends import images
 from backends.models import (
     CellShare,
     Cpu,
@@ -72,6 +73,14 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
             if dev.owner.vm:
                 vm = vms[dev.owner.vm]
                 vms[vm.name] = replace(vm, devices=(*vm.devices, dev.address))
+    for v in spec.vms:
+        if v.images:
+            taken = tuple(
+                images.capture(held, f"0000:00:{0x10 + len(vms[v.name].devices) + i:02x}.0",
+                               images.synthetic_registers(held), now - m.age_s)
+                for i, m in enumerate(v.images) if (held := devices.get((m.host, m.address))) is not None
+            )
+            vms[v.name] = replace(vms[v.name], device_images=taken)
     chains: dict[tuple[str, str], DiskChain] = {}
     replicas: dict[tuple[str, str], ReplicaState] = {}
     for v in spec.vms:

@@ -22,6 +22,7 @@ from backends.sim.spec import (
     DiskSpec,
     FleetSpec,
     HostSpec,
+    ImageSpec,
     ReplicaSpec,
     ServiceSpec,
     SiteSpec,
@@ -143,7 +144,7 @@ class _Loader:
         _unique(hosts, lambda h: h.name, f"{self.source}: host")
         by_host = {h.name: h for h in hosts}
         vm_keys = {"name", "host", "vcpus", "memory", "state", "vnuma", "cell", "cpu_cell",
-                   "pinned", "disks", "replica"}
+                   "pinned", "disks", "replica", "images"}
         vms = tuple(self.vm(e, by_host) for e in self.entries(doc, "vms", vm_keys))
         _unique(vms, lambda v: v.name, f"{self.source}: VM")
         vm_host = {v.name: v.host for v in vms}
@@ -155,6 +156,13 @@ class _Loader:
         services: list[ServiceSpec] = []
         for e in self.entries(doc, "services", {"name", "vm", "identifier", "protocol"}):
             services.append(self.service(e, vm_host, vf_vms, services))
+        known = {(d.host, d.address) for d in devices}
+        for v in vms:
+            for image in v.images:
+                if (image.host, image.address) not in known:
+                    raise FleetFileError(f"{self.source}: VM {v.name!r} has an image of {image.address} on "
+                                         f"{image.host!r}, which is not one of the [[devices]]",
+                                         hint="an image copies a listed device's identity")
         return FleetSpec(
             sites=sites, hosts=hosts, vms=vms, devices=devices,
             seed=top.get("seed", int, 0), name=top.get("name", str, "fleet"), services=tuple(services),
@@ -264,11 +272,17 @@ class _Loader:
                 raise r.fail("the VM has no disks to replicate")
             replica = ReplicaSpec(to, r.get("rpo_s", float, 300.0), r.get("lag_s", float, 60.0),
                                   r.get("missing", int, 0), r.get("shipping", bool, False))
+        images = []
+        for i, raw in enumerate(e.items("images")):
+            m = _Entry(raw, f"{e.where} images[{i}]", {"host", "address", "age_s"})
+            if m.get("host", str) not in hosts:
+                raise m.fail(f"host {m.get('host', str)!r} is not one of the [[hosts]]")
+            images.append(ImageSpec(m.get("host", str), m.get("address", str).lower(), m.get("age_s", float, 86_400.0)))
         return VmSpec(
             name=e.get("name", str), host=host_name, vcpus=vcpus, memory_kib=memory,
             state=VmState(state), vnuma=tuple(vnuma), cell=cell,
             cpu_cell=cpu_cell if cpu_cell >= 0 else None, pinned=e.get("pinned", bool, False),
-            disks=tuple(disks), replica=replica,
+            disks=tuple(disks), replica=replica, images=tuple(images),
         )
 
     def device(self, e: _Entry, hosts: dict[str, HostSpec], vm_host: dict[str, str]) -> DeviceSpec:

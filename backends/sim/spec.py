@@ -52,6 +52,15 @@ class DiskSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageSpec:
+    """S1: the VM carries a backing image of this device (it was detached from it earlier)."""
+
+    host: str
+    address: str
+    age_s: float = 86_400.0  # how long ago it was captured
+
+
+@dataclass(frozen=True, slots=True)
 class VmSpec:
     name: str
     host: str
@@ -64,6 +73,7 @@ class VmSpec:
     pinned: bool = False
     disks: tuple[DiskSpec, ...] = ()
     replica: ReplicaSpec | None = None
+    images: tuple[ImageSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

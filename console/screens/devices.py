@@ -9,14 +9,16 @@ from textual.widgets import Static, Tree
 
 from backends.analysis import device_flags
 from backends.models import Inventory, OwnerKind
-from backends.requests import DeviceOpRequest, HandoffRequest
+from backends.requests import AttachRequest, DetachRequest, DeviceOpRequest, HandoffRequest
 from console.actions import bindings
 from console.choices import handoff_targets
+from console.device_choices import attach_choices, image_rows
 from console.device_policy_view import op_choices, policy_rows, recent_decisions
 from console.screens.base import InventoryScreen, pane
 from console.screens.picker import PickerScreen
 from widgets.device_policy import DevicePolicy
 from widgets.device_tree import DeviceTree
+from widgets.image_list import ImageList, image_name
 
 
 class DevicesScreen(InventoryScreen):
@@ -31,6 +33,8 @@ class DevicesScreen(InventoryScreen):
     def compose_body(self) -> ComposeResult:
         with pane("devices-pane", "PCI devices by host and IOMMU group"):
             yield DeviceTree(id="devices")
+        with pane("images-pane", "Backed by image (S1): devices removed from VMs"):
+            yield ImageList(id="images")
         yield Static(id="device-legend")
         with pane("policy-pane", "Device policy (S7)"):
             yield DevicePolicy(id="device-policy")
@@ -45,9 +49,12 @@ class DevicesScreen(InventoryScreen):
         ]
         flags = device_flags(inv)
         self.query_one(DeviceTree).show(devices, flags, inv.services)
+        rows = image_rows(inv)
+        self.query_one(ImageList).show([r for r in rows if not wanted or wanted in r[0].name.lower()
+                                        or wanted in image_name(r[1]).lower()])
         assigned = sum(1 for d in inv.devices if d.owner.kind is OwnerKind.VM)
         self.query_one("#device-legend", Static).update(Text.assemble(
-            f" {len(devices)} shown · {assigned} assigned to VMs · ",
+            f" {len(devices)} shown · {assigned} assigned to VMs · {len(rows)} backed by image · ",
             (f"{len(flags)} in conflict", "red" if flags else "green"),
         ))
         self._show_policy()
@@ -92,6 +99,32 @@ class DevicesScreen(InventoryScreen):
 
         self.app.push_screen(PickerScreen(f"Hand {device.address} on {device.host} to…",
                                           handoff_targets(self.hvc.backend, inv, device)), chosen)
+
+    def action_device_detach(self) -> None:
+        node = self.query_one(DeviceTree).cursor_node
+        device = node.data if node is not None else None
+        if device is None or device.owner.kind is not OwnerKind.VM or not device.owner.vm:
+            self.set_status("pick a device assigned to a VM first")
+            return
+        self.hvc.operate(DetachRequest(device.owner.vm, device.address, host=device.host),
+                         f"Detach {device.address} from {device.owner.vm}? An image answers for it until "
+                         "matching hardware is attached.")
+
+    def action_device_attach(self) -> None:
+        inv = self.hvc.inventory
+        if inv is None:
+            return
+        choices = attach_choices(self.hvc.backend, inv)
+        if not choices:
+            self.set_status("no VM is backed by an image: detach a device first (D)")
+            return
+
+        def chosen(value: str | None) -> None:
+            if value:
+                vm, host, address = value.split("|")
+                self.hvc.operate(AttachRequest(vm, address, host=host))
+
+        self.app.push_screen(PickerScreen("Restore a device image with matching hardware…", choices), chosen)
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text

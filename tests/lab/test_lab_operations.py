@@ -727,7 +727,8 @@ def test_pci_handoff_to_the_host_rebinds_the_host_driver() -> None:
     backend, _ = fake_pci("gpu-a")
     result, events = run_fake(backend, HandoffRequest("pci_0000_3b_00_1", "host"))
     assert result.outcome is Outcome.SUCCEEDED and "igb" in result.reason, result
-    assert [e.phase for e in events if isinstance(e, PhaseChanged)] == ["detaching", "draining", "releasing"]
+    assert [e.phase for e in events if isinstance(e, PhaseChanged)] == ["detaching", "draining",
+                                                                         "rebuilding host stack", "VM relinquished"]
     assert backend.nodedev.calls == ["reattach"]
 
 
@@ -735,8 +736,8 @@ def test_pci_handoff_from_the_host_binds_vfio_and_rolls_back_when_refused() -> N
     backend, doms = fake_pci(None, driver="igb", refuse="unsupported configuration: no IOMMU")
     result, _ = run_fake(backend, HandoffRequest("0000:3b:00.1", "gpu-b"))
     assert result.outcome is Outcome.FAILED
-    assert "gpu-b refused" in result.reason and "no IOMMU" in result.reason and "back with the host's driver (igb)" \
-        in result.reason
+    assert "attaching to VM failed: gpu-b refused" in result.reason and "no IOMMU" in result.reason
+    assert "back with the host's driver (igb)" in result.reason
     assert backend.nodedev.calls == ["detach:vfio", "reattach"]
     ET.fromstring(doms["gpu-b"].calls[0][1])  # the attach XML was a well-formed <hostdev>
     assert doms["gpu-b"].calls[0][1] == hostdev_xml("0000:3b:00.1")
@@ -758,3 +759,21 @@ def test_pci_drain_timeout_leaves_the_device_with_its_owner(monkeypatch: pytest.
     result, _ = run_fake(backend, HandoffRequest("0000:3b:00.1", "gpu-b"))
     assert result.outcome is Outcome.FAILED and "did not release" in result.reason, result
     assert doms["gpu-b"].calls == []
+
+
+def test_pci_handoff_from_the_host_walks_the_s2_stages() -> None:
+    backend, doms = fake_pci(None, driver="igb")
+    result, events = run_fake(backend, HandoffRequest("0000:3b:00.1", "gpu-b"))
+    assert result.outcome is Outcome.SUCCEEDED, result
+    assert [e.phase for e in events if isinstance(e, PhaseChanged)] == ["building vfio stack", "attaching to VM",
+                                                                         "host relinquished"]
+    assert backend.nodedev.calls == ["detach:vfio"] and doms["gpu-b"].devices
+
+
+def test_pci_handoff_from_the_host_that_does_not_let_go_returns_it_to_the_host() -> None:
+    backend, doms = fake_pci(None, driver="igb")
+    backend.nodedev.detachFlags = lambda driver, _flags: backend.nodedev.calls.append(  # type: ignore[method-assign]
+        f"detach:{driver}")  # libvirt returns, but the host driver stays bound
+    result, _ = run_fake(backend, HandoffRequest("0000:3b:00.1", "gpu-b"))
+    assert result.outcome is Outcome.FAILED and "host relinquished failed" in result.reason, result
+    assert [c[0] for c in doms["gpu-b"].calls] == ["attach", "detach"]  # taken off the VM again

@@ -261,20 +261,27 @@ def owner_of(backend: SimBackend, host: str, address: str) -> str:
     return str(next(d.owner for d in backend.snapshot().devices if (d.host, d.address) == (host, address)))
 
 
-@pytest.mark.parametrize(("host", "address", "to", "owner_after", "driver_after", "vms"), [
-    ("fra-hv01", "0000:18:01.2", "nfv-fw-01", "vm:nfv-fw-01", "vfio-pci", ("nfv-fw-01",)),
-    ("fra-hv01", "0000:18:01.0", "host", "host:iavf", "iavf", ("nfv-fw-01",)),
-    ("fra-gpu01", "0000:17:00.0", "ml-infer-01", "vm:ml-infer-01", "vfio-pci", ("ml-train-01", "ml-infer-01")),
+TO_VM = ("building vfio stack", "draining", "attaching to VM", "host relinquished", "replaying")  # S2
+TO_HOST = ("building host stack", "draining", "returning to host", "VM relinquished", "replaying")  # S2
+VM_TO_VM = ("draining", "reassigning", "replaying")  # S4
+
+
+@pytest.mark.parametrize(("host", "address", "to", "owner_after", "driver_after", "vms", "phases"), [
+    ("fra-hv01", "0000:18:01.2", "nfv-fw-01", "vm:nfv-fw-01", "vfio-pci", ("nfv-fw-01",), TO_VM),
+    ("fra-hv01", "0000:18:01.0", "host", "host:iavf", "iavf", ("nfv-fw-01",), TO_HOST),
+    ("fra-gpu01", "0000:17:00.0", "ml-infer-01", "vm:ml-infer-01", "vfio-pci", ("ml-train-01", "ml-infer-01"),
+     VM_TO_VM),
 ])
 def test_handoff_moves_the_device_and_loses_nothing(
     host: str, address: str, to: str, owner_after: str, driver_after: str, vms: tuple[str, ...],
+    phases: tuple[str, ...],
 ) -> None:
     backend = sim()
     op = SimHandoff(backend, HandoffRequest(address, to, host=host))
     result, events = run(op)
     assert result.outcome is Outcome.SUCCEEDED, result.reason
     assert "none lost" in result.reason
-    assert [e.phase for e in events if isinstance(e, PhaseChanged)] == ["draining", "reassigning", "replaying"]
+    assert tuple(e.phase for e in events if isinstance(e, PhaseChanged)) == phases
     progress = [e for e in events if isinstance(e, Progress)]
     assert progress and progress[-1].remaining == 0 and progress[-1].unit == "requests"
     assert max(p.held for p in progress) > 0 and progress[-1].detail["replayed"] > 0  # type: ignore[operator]
@@ -284,7 +291,7 @@ def test_handoff_moves_the_device_and_loses_nothing(
     assert (str(device.owner), device.driver) == (owner_after, driver_after)
     assert [v.name for v in inv.vms if address in v.devices and v.host == host] == ([] if to == "host" else [to])
     assert op.job.targets == (f"{host}/{address}", *vms)
-    assert op.job.phases == ("draining", "reassigning", "replaying")
+    assert op.job.phases == phases
 
 
 @pytest.mark.parametrize("when", ["draining", "reassigning", "replaying"])
@@ -322,7 +329,7 @@ def test_drain_reports_as_a_phase_of_another_job() -> None:
     assert result.outcome is Outcome.SUCCEEDED and result.job_id == "migrate-x"
     assert {e.job_id for e in events} == {"migrate-x"}
     assert {e.phase for e in events if isinstance(e, PhaseChanged | Progress)} == {"handoff"}
-    assert "0000:18:01.0 reassigning" in " ".join(e.message for e in events if isinstance(e, PhaseChanged))
+    assert "0000:18:01.0 returning to host" in " ".join(e.message for e in events if isinstance(e, PhaseChanged))
 
 
 @pytest.mark.parametrize(("request_", "error", "message"), [
@@ -355,3 +362,32 @@ def test_runs_repeat_exactly() -> None:
 
     assert trace() == trace()
 
+
+
+@pytest.mark.parametrize("stage", ["building vfio stack", "attaching to VM", "host relinquished"])
+def test_s2_a_failure_at_any_stage_returns_the_device_to_the_host(stage: str) -> None:
+    backend = sim()
+    before = backend.snapshot()
+    backend.faults[stage] = "injected: the stack refused"
+    result, events = run(SimHandoff(backend, HandoffRequest("0000:18:01.2", "nfv-fw-01", host="fra-hv01")))
+    assert result.outcome is Outcome.FAILED, result.reason
+    assert f"failed while {stage}: injected" in result.reason
+    assert "back with host" in result.reason or "stays with host" in result.reason
+    assert stage == "building vfio stack" or "none lost" in result.reason
+    phases = [e.phase for e in events if isinstance(e, PhaseChanged)]
+    assert phases[: TO_VM.index(stage) + 1] == list(TO_VM[: TO_VM.index(stage) + 1])
+    assert "replaying" not in phases[: phases.index(stage)]  # nothing reached the VM before its stage
+    assert owner_of(backend, "fra-hv01", "0000:18:01.2") == "host:iavf"
+    after = backend.snapshot()
+    assert after.devices == before.devices and [v.devices for v in after.vms] == [v.devices for v in before.vms]
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert not progress or progress[-1].detail["owner"] == "host"
+    assert backend.faults == {}  # the fault was used once
+
+
+def test_s2_vm_to_host_failing_to_relinquish_keeps_it_with_the_vm() -> None:
+    backend = sim()
+    backend.faults["VM relinquished"] = "injected: the guest still maps it"
+    result, _ = run(SimHandoff(backend, HandoffRequest("0000:18:01.0", "host", host="fra-hv01")))
+    assert result.outcome is Outcome.FAILED and "back with nfv-fw-01" in result.reason and "none lost" in result.reason
+    assert owner_of(backend, "fra-hv01", "0000:18:01.0") == "vm:nfv-fw-01"

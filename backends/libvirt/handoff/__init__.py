@@ -15,10 +15,16 @@ Phases: **detaching** (``detachDeviceFlags`` with LIVE, plus CONFIG when the own
 definition holds the device too), **draining** (until libvirt's DEVICE_REMOVED event names
 the device's alias, or the live XML no longer lists it; bounded by ``DRAIN_TIMEOUT_S``: a
 PCI unplug waits for the guest OS to acknowledge it, SCSI and USB unplugs do not),
-**binding** / **releasing** for PCI devices (``nodeDeviceDetachFlags(…, "vfio")`` before a
-VM gets it, ``nodeDeviceReAttach`` when the host gets it back), **attaching** (the same
+**binding** for a PCI device moving between VMs (``nodeDeviceDetachFlags(…, "vfio")``),
+**attaching** (the same
 device XML without its alias, guest address and boot order; a disk keeps its target name
 when free on the receiver, else the next free one).
+
+S2, between the host's driver stack and a VM: host → VM is **building vfio stack**
+(``nodeDeviceDetachFlags(…, "vfio")``), **attaching to VM**, **host relinquished** (the node
+device is seen bound to vfio-pci, not the host's driver); VM → host is detaching, draining,
+**rebuilding host stack** (``nodeDeviceReAttach``), **VM relinquished** (its live XML no longer
+lists the device). A failure at any stage returns the device to the host's driver.
 
 Nothing is lost on failure: if the receiver refuses the device, it goes back to its owner
 (or, for a device taken from the host, back to the host's driver) and the result names both

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 DRAIN_TIMEOUT_S = 30.0
 XML_POLL_S = 1.0  # fallback check of the live XML while waiting for DEVICE_REMOVED
 VFIO = "vfio-pci"
+# S2: the new driver stack is built first, then the old one must be seen to have let go.
+S2_TO_VM = ("building vfio stack", "attaching to VM", "host relinquished")
+S2_TO_HOST = ("rebuilding host stack", "VM relinquished")
 
 
 class LibvirtHandoff(Operation):
@@ -46,8 +49,10 @@ class LibvirtHandoff(Operation):
         targets = tuple(n for n in (request.device, self.plan.owner and self.plan.owner.name,
                                     self.plan.receiver and self.plan.receiver.name) if n)
         phases: tuple[str, ...] = ("detaching", "draining") if self.plan.owner else ()
-        if self.plan.pci is not None:
-            phases += ("binding", "attaching") if self.plan.receiver else ("releasing",)
+        if self.plan.pci is not None and self.plan.owner is None:
+            phases += S2_TO_VM
+        elif self.plan.pci is not None:
+            phases += ("binding", "attaching") if self.plan.receiver else S2_TO_HOST
         else:
             phases += ("attaching",)
         super().__init__(new_job(JobKind.HANDOFF, targets, phases,
@@ -128,43 +133,72 @@ class LibvirtHandoff(Operation):
         # binding / releasing (PCI only)
         if plan.pci is not None and nodedev is not None:
             if plan.receiver is None:
-                step("releasing", f"returning {plan.pci.address} to the host's driver")
-                driver = _driver(nodedev)
-                if driver in (VFIO, None):
-                    try:
-                        nodedev.reAttach()
-                    except libvirt.libvirtError as exc:
-                        return result(Outcome.FAILED, f"the host's driver did not take {plan.pci.address} back: "
-                                                      f"{libvirt_reason(exc)}; it is detached from {owner_name} "
-                                                      f"and left with {driver or 'no driver'}")
-                advance("releasing", driver=_driver(nodedev) or "none")
-                return result(Outcome.SUCCEEDED, f"{plan.pci.address} is with the host's driver "
-                                                 f"({_driver(nodedev) or 'none'})")
-            step("binding", f"binding {plan.pci.address} to {VFIO} for {plan.receiver.name}")
+                return self._to_host(owner_dom, nodedev, owner_name, result, step, advance)
+            from_host = plan.owner is None
+            binding = S2_TO_VM[0] if from_host else "binding"
+            step(binding, f"binding {plan.pci.address} to {VFIO} for {plan.receiver.name}"
+                          + (f" (the host's {plan.pci_driver} unbinds)" if from_host and plan.pci_driver else ""))
             if _driver(nodedev) != VFIO:
                 try:
                     nodedev.detachFlags("vfio", 0)
                 except libvirt.libvirtError as exc:
                     back = self._give_back(conn, owner_dom, nodedev)
-                    return result(Outcome.FAILED, f"binding {plan.pci.address} to {VFIO} failed: "
+                    return result(Outcome.FAILED, f"{binding} failed: binding {plan.pci.address} to {VFIO}: "
                                                   f"{libvirt_reason(exc)}; {back}")
-            advance("binding", driver=VFIO)
+            advance(binding, driver=VFIO)
 
         # attaching
         assert plan.receiver is not None and receiver_dom is not None and plan.attach_xml is not None
-        step("attaching", f"giving {plan.label} to {plan.receiver.name}")
+        attaching = S2_TO_VM[1] if plan.pci is not None and plan.owner is None else "attaching"
+        step(attaching, f"giving {plan.label} to {plan.receiver.name}")
         try:
             receiver_dom.attachDeviceFlags(plan.attach_xml, plan.attach_flags)
         except libvirt.libvirtError as exc:
             why = libvirt_reason(exc)
             back = self._give_back(conn, owner_dom, nodedev)
-            return result(Outcome.FAILED, f"{plan.receiver.name} refused {plan.label}: {why}; {back}")
-        advance("attaching")
+            return result(Outcome.FAILED, f"{attaching} failed: {plan.receiver.name} refused {plan.label}: {why}; "
+                                          f"{back}")
+        advance(attaching)
+        if plan.pci is not None and plan.owner is None and nodedev is not None:
+            step(S2_TO_VM[2], f"checking the host's driver no longer holds {plan.pci.address}")
+            driver = _driver(nodedev)
+            if driver != VFIO:
+                with contextlib.suppress(libvirt.libvirtError):
+                    receiver_dom.detachDeviceFlags(plan.attach_xml, plan.attach_flags)
+                back = self._give_back(conn, None, nodedev)
+                return result(Outcome.FAILED, f"{S2_TO_VM[2]} failed: {plan.pci.address} is bound to "
+                                              f"{driver or 'no driver'}, not {VFIO}; taken off "
+                                              f"{plan.receiver.name}; {back}")
+            advance(S2_TO_VM[2], driver=driver)
         where = ""
         if plan.pci is None:
             target = ET.fromstring(plan.attach_xml).find("target")
             where = f" as {target.get('dev')}" if target is not None else ""
         return result(Outcome.SUCCEEDED, f"{plan.receiver.name} has {plan.label}{where}")
+
+    def _to_host(self, owner_dom: Any, nodedev: Any, owner_name: str, result: Callable[..., JobResult],
+                 step: Callable[[str, str], None], advance: Callable[..., None]) -> JobResult:
+        """S2, VM → host: rebuild the host's driver stack, then check the VM has let go of the device."""
+        plan = self.plan
+        assert plan.pci is not None
+        rebuild, relinquished = S2_TO_HOST
+        step(rebuild, f"returning {plan.pci.address} to the host's driver")
+        driver = _driver(nodedev)
+        if driver in (VFIO, None):
+            try:
+                nodedev.reAttach()
+            except libvirt.libvirtError as exc:
+                return result(Outcome.FAILED, f"{rebuild} failed: the host's driver did not take {plan.pci.address} "
+                                              f"back: {libvirt_reason(exc)}; it is detached from {owner_name} "
+                                              f"and left with {driver or 'no driver'}")
+        driver = _driver(nodedev)
+        advance(rebuild, driver=driver or "none")
+        step(relinquished, f"checking {owner_name} no longer lists {plan.pci.address}")
+        if owner_dom is not None and self._still_there(owner_dom, plan):
+            return result(Outcome.FAILED, f"{relinquished} failed: {owner_name} still lists {plan.pci.address}; "
+                                          f"the host's driver is {driver or 'none'}")
+        advance(relinquished)
+        return result(Outcome.SUCCEEDED, f"{plan.pci.address} is with the host's driver ({driver or 'none'})")
 
     def _drained(self, tap: Any, owner_dom: Any, plan: Plan) -> str | None:
         """How the release was seen ("event" or "xml"), or None after ``DRAIN_TIMEOUT_S``."""

@@ -1,0 +1,40 @@
+"""S1 choices for the console: the images VMs carry, and the hardware that could restore each one."""
+
+from __future__ import annotations
+
+from backends import images
+from backends.base import Backend
+from backends.errors import HvcError
+from backends.models import Inventory, OwnerKind
+from backends.requests import AttachRequest
+from widgets.image_list import ImageRow, image_name
+
+Choice = tuple[str, str, str | None]  # value, label, why it cannot work
+
+
+def image_rows(inv: Inventory) -> list[ImageRow]:
+    """Every image of every VM, with the free devices on the VM's host that match it."""
+    rows: list[ImageRow] = []
+    for vm in inv.vms:
+        free = [d for d in inv.devices_on(vm.host) if d.owner.kind is not OwnerKind.VM]
+        for image in vm.device_images:
+            rows.append((vm, image, tuple(d.address for d in free if images.mismatch(image, d) is None)))
+    return rows
+
+
+def attach_choices(backend: Backend, inv: Inventory) -> list[Choice]:
+    """One choice per (image, matching device); an image with nothing to restore it shows why, disabled."""
+    out: list[Choice] = []
+    for vm, image, matching in image_rows(inv):
+        label = f"{vm.name}  {image.address}  {image_name(image)}"
+        if not matching:
+            out.append((f"{vm.name}|{vm.host}|-", label, f"no matching hardware free on {vm.host}"))
+        for address in matching:
+            request = AttachRequest(vm.name, address, host=vm.host)
+            try:
+                backend.prepare(request)
+                why = None
+            except HvcError as exc:
+                why = exc.message
+            out.append((f"{vm.name}|{vm.host}|{address}", f"{label}  ← {address}", why))
+    return sorted(out, key=lambda c: c[2] is not None)
