@@ -128,7 +128,7 @@ MUTATING = [a for a in ACTIONS if a.mutating]
 
 async def test_read_only_refuses_every_mutating_key_in_the_console() -> None:
     app = demo_app(read_only=True)
-    views = {"vms": "2", "devices": "3", "replication": "4", "jobs": "5"}
+    views = {"vms": "2", "devices": "3", "replication": "4", "jobs": "5", "services": "6"}
     async with app.run_test(size=(120, 40)) as pilot:
         for action in MUTATING:
             if action.scope == "host":

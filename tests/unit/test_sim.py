@@ -48,8 +48,8 @@ def test_free_memory_is_what_running_vms_leave(spec: FleetSpec) -> None:
     assert host is not None
     # cell 0: 256G - 4G reserved - pg-main-01 vnode0 64G - web-01 16G - k8s-node-01 32G - nfv-fw-01 8G
     assert host.numa[0].free_kib == (256 - 4 - 64 - 16 - 32 - 8) * GIB
-    # cache-01 is shut off, so cell 1 only loses pg vnode1 64G, web-02 16G, k8s-node-02 32G, storage-svc-02 16G
-    assert host.numa[1].free_kib == (256 - 4 - 64 - 16 - 32 - 16) * GIB
+    # cache-01 is shut off, so cell 1 only loses pg vnode1 64G, web-02 16G, k8s-node-02 32G, storage-svc-02 8G
+    assert host.numa[1].free_kib == (256 - 4 - 64 - 16 - 32 - 8) * GIB
     over = inv.host("fra-hv04")
     assert over is not None and over.numa[1].free_kib == 0  # the overcommitted cell clamps at 0
 
