@@ -52,6 +52,7 @@ class DevicesScreen(InventoryScreen):
         rows = image_rows(inv)
         self.query_one(ImageList).show([r for r in rows if not wanted or wanted in r[0].name.lower()
                                         or wanted in image_name(r[1]).lower()])
+        self.query_one("#images-pane").display = bool(rows)  # no empty pane taking rows from the tree
         assigned = sum(1 for d in inv.devices if d.owner.kind is OwnerKind.VM)
         self.query_one("#device-legend", Static).update(Text.assemble(
             f" {len(devices)} shown · {assigned} assigned to VMs · {len(rows)} backed by image · ",
@@ -63,6 +64,7 @@ class DevicesScreen(InventoryScreen):
     def _show_policy(self) -> None:
         node = self.query_one(DeviceTree).cursor_node
         device = node.data if node is not None else None
+        self.query_one("#policy-pane").display = device is not None  # a host or group row has no policy
         if device is None:
             self.query_one(DevicePolicy).show("", [], [])
             return
