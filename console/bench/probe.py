@@ -26,7 +26,6 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
     from backends.requests import MigrateRequest
     from backends.sim.clock import ScaledClock
     from console.app import HvcApp
-    from console.choices import migration_targets
     from widgets.vm_table import VmTable
 
     backend = open_backend(scale=scale, clock=ScaledClock(1.0))
@@ -42,7 +41,7 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
     app._display = counted_display  # type: ignore[method-assign]
     out: dict[str, Any] = {"vms": len(backend.snapshot().vms), "hosts": len(backend.snapshot().hosts)}
 
-    async def frame_after(t: float, timeout: float = 5.0) -> float:
+    async def frame_after(t: float, timeout: float = 60.0) -> float:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
             later = [f for f in frames if f >= t]
@@ -51,7 +50,7 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
             await asyncio.sleep(0.0005)
         raise TimeoutError("no frame")
 
-    async def until(test: Any, timeout: float = 30.0) -> float:
+    async def until(test: Any, timeout: float = 120.0) -> float:
         deadline = time.perf_counter() + timeout
         while not test():
             if time.perf_counter() > deadline:
@@ -87,13 +86,23 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
 
         app.jobs.listen(listen)
 
+        pair: list[str] = []  # vm, its host, the host it goes to: found once, then it goes back and forth
+
         def migrate() -> None:
+            from backends.errors import HvcError
+
             inv = backend.snapshot()
-            for vm in inv.vms:
-                if not vm.active:
-                    continue
-                host = next((h for h, _label, why in migration_targets(inv, vm) if why is None), None)
-                if host is not None:
+            if pair:
+                pair[1], pair[2] = pair[2], pair[1]
+                app.operate(MigrateRequest(pair[0], pair[2]))
+                return
+            for vm in [v for v in inv.vms if v.active][:50]:
+                for host in [h.name for h in inv.hosts if h.name != vm.host][:5]:
+                    try:
+                        backend.prepare(MigrateRequest(vm.name, host))
+                    except HvcError:
+                        continue
+                    pair.extend((vm.name, vm.host, host))
                     app.operate(MigrateRequest(vm.name, host))
                     return
             raise RuntimeError("no VM can migrate")
