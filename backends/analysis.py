@@ -91,7 +91,11 @@ def _cpus(ids: Sequence[int]) -> str:
     return f"CPU{'s' if len(set(ids)) > 1 else ''} {format_cpuset(list(ids))}"
 
 
-def _vm_checks(vm: Vm, host: Host | None) -> list[Alert]:
+def _cpu_cells(host: Host) -> dict[int, int]:
+    return {cpu.id: cell.id for cell in host.numa for cpu in cell.cpus}
+
+
+def _vm_checks(vm: Vm, host: Host | None, cpu_cell: dict[int, int] | None = None) -> list[Alert]:
     """One VM's own placement problems, whatever its state; those needing the topology only with it.
 
     Split vNUMA cells (a guest cell backed by two or more host cells), memory on cells where
@@ -108,7 +112,7 @@ def _vm_checks(vm: Vm, host: Host | None) -> list[Alert]:
             warn("vnuma-split", f"vNUMA cell v{node.id} split across {_cells(node.backing_cells)} ({shares})")
     if host is None or not host.numa:
         return out
-    cpu_cell = {cpu.id: cell.id for cell in host.numa for cpu in cell.cpus}
+    cpu_cell = _cpu_cells(host) if cpu_cell is None else cpu_cell  # a host's callers pass it once for all VMs
     cell_ids = {cell.id for cell in host.numa}
     placed = vm.memory_by_cell() or {}
     vcpu_cells = {cpu_cell[c] for c in vm.pinned_cpus() if c in cpu_cell}
@@ -161,7 +165,8 @@ def host_flags(host: Host, vms: Iterable[Vm]) -> tuple[Alert, ...]:
     the host does not report (these need the host's topology).
     """
     resident = _resident(host, vms)
-    found = _host_checks(host, resident) + [a for vm in resident for a in _vm_checks(vm, host)]
+    cpu_cell = _cpu_cells(host)
+    found = _host_checks(host, resident) + [a for vm in resident for a in _vm_checks(vm, host, cpu_cell)]
     return tuple(sorted(found, key=lambda a: a.severity is not Severity.ERROR))
 
 

@@ -1,50 +1,85 @@
-"""Inventory → plain JSON-ready data, for `--json` output and scripts."""
+"""Inventory → plain JSON-ready data, for `--json` output and scripts.
+
+``plain`` does what ``dataclasses.asdict`` does for the frozen model (dataclasses → dicts, tuples →
+lists, dict values converted) without its deep copies and per-call field lookups: at 10,000 VMs
+``asdict`` was most of ``hvc inventory --json``'s time.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from backends.models import Host, Inventory
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def plain(value: Any) -> Any:
+    """A dataclass (or tuple, list, dict of them) as dicts, lists and scalars; StrEnums stay (they are str)."""
+    if isinstance(value, _SCALARS):
+        return value
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _names(cls)
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 def inventory_to_dict(inv: Inventory, capabilities: frozenset[str] = frozenset()) -> dict[str, Any]:
     return {
         "taken_at": inv.taken_at,
         "capabilities": sorted(capabilities),
-        "sites": [asdict(s) for s in inv.sites],
+        "sites": [plain(s) for s in inv.sites],
         "hosts": [host_to_dict(h) for h in inv.hosts],
-        "vms": [asdict(v) for v in inv.vms],
-        "devices": [asdict(d) for d in inv.devices],
-        "chains": [asdict(c) for c in inv.chains],
+        "vms": [plain(v) for v in inv.vms],
+        "devices": [plain(d) for d in inv.devices],
+        "chains": [plain(c) for c in inv.chains],
         "replicas": replicas_to_list(inv),
-        "pools": [asdict(p) for p in inv.pools],
+        "pools": [plain(p) for p in inv.pools],
         "services": services_to_list(inv),
     }
 
 
 def services_to_list(inv: Inventory) -> list[dict[str, Any]]:
     """S8: each storage service with where it runs; ``vf`` is null while it is unbound (moving)."""
-    return [asdict(s) for s in inv.services]
+    return [plain(s) for s in inv.services]
 
 
 def replicas_to_list(inv: Inventory) -> list[dict[str, Any]]:
-    return [{**asdict(r), "rpo_violated": r.rpo_violated} for r in inv.replicas]
+    return [{**plain(r), "rpo_violated": r.rpo_violated} for r in inv.replicas]
 
 
 def host_to_dict(h: Host) -> dict[str, Any]:
-    out = asdict(h)
+    out: dict[str, Any] = {name: _cells(h) if name == "numa" else plain(getattr(h, name)) for name in _names(Host)}
     out["free_kib"] = h.free_kib
-    out["numa"] = [
+    return out
+
+
+def _cells(h: Host) -> list[dict[str, Any]]:
+    return [
         {
             "id": c.id,
             "cpus": list(c.cpu_ids),
             "memory_kib": c.memory_kib,
             "free_kib": c.free_kib,
-            "hugepages": [asdict(p) for p in c.hugepages],
+            "hugepages": [plain(p) for p in c.hugepages],
             "distances": {str(cell): d for cell, d in c.distances},
-            "cpu_topology": [asdict(cpu) for cpu in c.cpus],
+            "cpu_topology": [plain(cpu) for cpu in c.cpus],
         }
         for c in h.numa
     ]
-    return out

@@ -122,6 +122,8 @@ class HostConnection:
         self._dirty: set[str] = set()
         self._devices: tuple[PciDevice, ...] | None = None
         self._pools: tuple[StoragePool, ...] | None = None
+        self._indexed: tuple[StoragePool, ...] | None = None
+        self._index: dict[str, Volume] = {}
         self._thread = threading.Thread(target=self._run, name=f"host {redact(uri)}", daemon=True)
 
     # -- driving the thread ------------------------------------------------------------
@@ -363,7 +365,7 @@ class HostConnection:
         """Sizes from the pool volume at each layer's path; and where the domain XML stops at the
         top (a shut-off guest's inactive XML has no backing chain), the layers below it from the
         volumes' own backing paths."""
-        volumes = {v.path: v for p in self._pools or () for v in p.volumes}
+        volumes = self._volume_index()
         layers = [
             replace(layer, virtual_bytes=volumes[layer.path].capacity_bytes,
                     allocated_bytes=volumes[layer.path].allocated_bytes)
@@ -379,6 +381,15 @@ class HostConnection:
                                        base.capacity_bytes if base else None, base.allocated_bytes if base else None))
             below = base
         return replace(chain, layers=tuple(layers))
+
+    def _volume_index(self) -> dict[str, Volume]:
+        """Pool volumes by path, built once per pool listing (not once per chain: at 2,000 domains
+        that was most of a refresh)."""
+        pools = self._pools or ()
+        if self._indexed is not pools:
+            self._index = {v.path: v for p in pools for v in p.volumes}
+            self._indexed = pools
+        return self._index
 
     def _publish(self, view: HostView) -> None:
         fields = ("state", "vms", "free_kib", "devices", "pools", "chains", "error")
