@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from backends.errors import BadInput, NotFound, ReadOnly, Unsupported
-from backends.models import Inventory, Job, JobEvent, JobKind, JobResult, Vm
+from backends.models import Inventory, Job, JobEvent, JobKind, JobResult, PciDevice, Vm
 from backends.requests import Request
 
 
@@ -98,6 +98,21 @@ def find_vm(inv: Inventory, name: str, host: str | None = None) -> Vm:
         if len(active) == 1:
             return active[0]
         raise BadInput(f"{name!r} exists on {', '.join(v.host for v in found)}", hint="say which host")
+    return found[0]
+
+
+def find_device(inv: Inventory, wanted: str, host: str | None = None) -> PciDevice:
+    """The PCI device with address or backend name ``wanted`` (on ``host`` if given)."""
+    if host is not None and inv.host(host) is None:
+        raise NotFound(f"no host called {host!r}", hint="see `hvc inventory` for the hosts")
+    key = wanted.lower()
+    found = [d for d in inv.devices
+             if key in (d.address, (d.name or "").lower()) and (host is None or d.host == host)]
+    if not found:
+        where = f" on {host}" if host else ""
+        raise NotFound(f"no PCI device {wanted!r}{where}", hint="see `hvc inventory` for the devices")
+    if len(found) > 1:
+        raise BadInput(f"{wanted} exists on {', '.join(d.host for d in found)}", hint="say which with --host")
     return found[0]
 
 

@@ -13,7 +13,10 @@ import hashlib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
-from backends.models import DeviceImage, OwnerKind, PciDevice, Vm
+from backends.base import find_device, find_vm
+from backends.errors import BadInput
+from backends.models import DeviceImage, Inventory, OwnerKind, PciDevice, Vm
+from backends.requests import AttachRequest
 
 NS = "https://hvconsole.dev/xmlns/images/1"
 PREFIX = "hvc"  # the namespace prefix libvirt writes for NS
@@ -180,3 +183,17 @@ def from_domain(root: ET.Element) -> tuple[DeviceImage, ...]:
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
+
+
+def check_attach(inv: Inventory, request: AttachRequest) -> tuple[Vm, PciDevice, DeviceImage]:
+    """The running VM, the free matching hardware and the image it restores; BadInput says why not."""
+    vm = find_vm(inv, request.vm, request.host)
+    if not vm.active:
+        raise BadInput(f"{vm.name} is {vm.state.value}; attaching restores a running guest's device",
+                       hint=f"start {vm.name} first")
+    device = find_device(inv, request.device, vm.host)
+    image, why = attach_problem(vm, device)
+    if image is None:
+        raise BadInput(f"cannot attach {device.address} to {vm.name}: {why}",
+                       hint=f"pick hardware on {vm.host} that matches the image (`hvc images`)")
+    return vm, device, image

@@ -38,8 +38,8 @@ def device_policy(ctx: click.Context, device: str, host: str | None, as_json: bo
 
     from rich.table import Table
 
+    from backends.base import find_device
     from backends.policy import load_authority
-    from backends.policy.device_op import find_device
     from console.cli import merged, open_backend_from
     from console.inventory_text import wide_console
 

@@ -33,7 +33,6 @@ from backends.libvirt.ops import libvirt_reason, open_job_connection
 from backends.libvirt.parse import pci_address
 from backends.models import (
     DeviceImage,
-    Inventory,
     JobKind,
     JobResult,
     Outcome,
@@ -86,11 +85,6 @@ def local_config_space(uri: str, address: str) -> bytes | None:
         return None
 
 
-def _find_device(inv: Inventory, host: str, wanted: str) -> PciDevice:
-    found = next((d for d in inv.devices_on(host) if wanted.lower() in (d.address, (d.name or "").lower())), None)
-    if found is None:
-        raise NotFound(f"no PCI device {wanted!r} on {host}", hint=f"see `hvc inventory` for {host}'s devices")
-    return found
 
 
 def _nodedev_name(device: PciDevice) -> str:
@@ -222,15 +216,7 @@ class LibvirtAttach(_Job, Operation):
 
     def __init__(self, backend: LibvirtBackend, request: AttachRequest) -> None:
         inv = backend.snapshot()
-        vm = find_vm(inv, request.vm, request.host)
-        if not vm.active:
-            raise BadInput(f"{vm.name} is {vm.state.value}; attaching restores a running guest's device",
-                           hint=f"start {vm.name} first")
-        device = _find_device(inv, vm.host, request.device)
-        image, why = images.attach_problem(vm, device)
-        if image is None:
-            raise BadInput(f"cannot attach {device.address} to {vm.name}: {why}",
-                           hint=f"pick hardware on {vm.host} that matches the image (`hvc images`)")
+        vm, device, image = images.check_attach(inv, request)
         if device.iommu_group is None:
             raise BadInput(f"{device.address} is in no IOMMU group, so it cannot be assigned to a VM",
                            hint="enable the IOMMU (intel_iommu=on / amd_iommu=on) and reboot the host")

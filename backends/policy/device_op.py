@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backends.base import new_job
-from backends.errors import BadInput, NotFound
+from backends.base import find_device, new_job
+from backends.errors import BadInput
 from backends.models import Inventory, Job, JobKind, PciDevice
 from backends.policy.authority import Decision, Verdict, load_authority
 from backends.requests import DeviceOpRequest
@@ -21,17 +21,6 @@ class PolicyDenied(BadInput):
     title = "denied by policy"
 
 
-def find_device(inv: Inventory, wanted: str, host: str | None) -> PciDevice:
-    """The device with address or backend name ``wanted`` (on ``host`` if given)."""
-    if host is not None and inv.host(host) is None:
-        raise NotFound(f"no host called {host!r}", hint="see `hvc inventory` for the hosts")
-    found = [d for d in inv.devices if wanted in (d.address, d.name) and (host is None or d.host == host)]
-    if not found:
-        where = f" on {host}" if host else ""
-        raise NotFound(f"no PCI device {wanted!r}{where}", hint="see `hvc inventory` for the devices")
-    if len(found) > 1:
-        raise BadInput(f"{wanted} exists on {', '.join(d.host for d in found)}", hint="say which with --host")
-    return found[0]
 
 
 def decide(inv: Inventory, request: DeviceOpRequest, policy_dir: Path | None) -> tuple[PciDevice, Decision]:

@@ -16,17 +16,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from backends import images
-from backends.base import Emit, Operation, find_vm, new_job
-from backends.errors import BadInput, NotFound
+from backends.base import Emit, Operation, find_device, find_vm, new_job
+from backends.errors import BadInput
 from backends.models import (
     DeviceImage,
-    Inventory,
     JobKind,
     JobResult,
     Outcome,
     Owner,
     OwnerKind,
-    PciDevice,
     PhaseChanged,
     Progress,
     Vm,
@@ -48,12 +46,6 @@ def guest_address(vm: Vm, address: str) -> str:
     return f"0000:00:{0x10 + index:02x}.0"
 
 
-def find_on(inv: Inventory, host: str, wanted: str) -> PciDevice:
-    """The device called ``wanted`` (address or name) on ``host``."""
-    found = next((d for d in inv.devices_on(host) if wanted.lower() in (d.address, (d.name or "").lower())), None)
-    if found is None:
-        raise NotFound(f"no PCI device {wanted!r} on {host}", hint=f"see `hvc inventory` for {host}'s devices")
-    return found
 
 
 class _Steps:
@@ -96,7 +88,7 @@ class SimDetach(Operation):
     def __init__(self, backend: SimBackend, request: DetachRequest) -> None:
         inv = backend.snapshot()
         vm = find_vm(inv, request.vm, request.host)
-        device = find_on(inv, vm.host, request.device)
+        device = find_device(inv, request.device, vm.host)
         if device.owner.kind is not OwnerKind.VM or device.owner.vm != vm.name:
             raise BadInput(f"{device.address} on {vm.host} is not {vm.name}'s (owner {device.owner})",
                            hint=f"{vm.name} holds: {', '.join(vm.devices) or 'no devices'}")
@@ -143,15 +135,7 @@ class SimAttach(Operation):
 
     def __init__(self, backend: SimBackend, request: AttachRequest) -> None:
         inv = backend.snapshot()
-        vm = find_vm(inv, request.vm, request.host)
-        if not vm.active:
-            raise BadInput(f"{vm.name} is {vm.state.value}; attaching restores a running guest's device",
-                           hint=f"start {vm.name} first")
-        device = find_on(inv, vm.host, request.device)
-        image, why = images.attach_problem(vm, device)
-        if image is None:
-            raise BadInput(f"cannot attach {device.address} to {vm.name}: {why}",
-                           hint=f"pick hardware on {vm.host} that matches the image (`hvc inventory`)")
+        vm, device, image = images.check_attach(inv, request)
         self.backend, self.vm, self.device, self.image = backend, vm, device, image
         super().__init__(new_job(JobKind.ATTACH, (device_key(vm.host, device.address), vm.name),
                                  ("binding", "attaching", "restoring"),

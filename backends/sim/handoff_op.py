@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from backends.base import Emit, Operation, new_job
+from backends.base import Emit, Operation, find_device, new_job
 from backends.errors import BadInput, NotFound
 from backends.handoff import HandoffPhase, HoldingQueue
 from backends.models import (
@@ -63,7 +63,7 @@ class SimHandoff(Operation):
 
     def __init__(self, backend: SimBackend, request: HandoffRequest) -> None:
         inv = backend.snapshot()
-        device = _find_device(inv, request.device, request.host)
+        device = find_device(inv, request.device, request.host)
         old = owner_label(device.owner)
         target = request.to.strip()
         if target == old:
@@ -264,16 +264,6 @@ class SimHandoff(Operation):
 _RECEIVERS = (VmState.RUNNING, VmState.PAUSED)
 
 
-def _find_device(inv: Inventory, wanted: str, host: str | None) -> PciDevice:
-    if host is not None and inv.host(host) is None:
-        raise NotFound(f"no host called {host!r}", hint="see `hvc inventory` for the hosts")
-    found = [d for d in inv.devices if wanted in (d.address, d.name) and (host is None or d.host == host)]
-    if not found:
-        where = f" on {host}" if host else ""
-        raise NotFound(f"no PCI device {wanted!r}{where}", hint="see `hvc inventory` for the devices")
-    if len(found) > 1:
-        raise BadInput(f"{wanted} exists on {', '.join(d.host for d in found)}", hint="say which with --host")
-    return found[0]
 
 
 def _check_target_vm(inv: Inventory, name: str, host: str) -> Vm:
