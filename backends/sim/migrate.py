@@ -3,7 +3,8 @@
 Each round copies what the previous round left dirty while the guest keeps dirtying pages.
 It converges when the pages left would fit in the allowed downtime; with auto-converge the
 guest is throttled a little more each round; with post-copy it switches after two rounds and
-pulls the rest on demand. A VM that owns devices hands them to the host before switchover.
+pulls the rest on demand. A VM that owns devices hands them to the host before switchover,
+and keeps an image of each (S1) that matching hardware at the destination can restore.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from backends import images
 from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput
-from backends.models import CellShare, JobKind, JobResult, Outcome, PhaseChanged, VcpuPin, Vm
+from backends.models import CellShare, DeviceImage, JobKind, JobResult, Outcome, PhaseChanged, VcpuPin, Vm
 from backends.placement import Placement, find_host, plan_move
 from backends.progress import Meter
 from backends.requests import HandoffRequest, MigrateRequest
+from backends.sim.devices import guest_address
 from backends.sim.handoff_op import SimHandoff, device_key
 
 if TYPE_CHECKING:
@@ -121,10 +124,22 @@ class SimMigrate(Operation):
                                                f"{self.vm.name} keeps running on {self.vm.host}")
         return None
 
+    def _images_left(self, vm: Vm) -> tuple[DeviceImage, ...]:
+        """S1: each device the VM leaves behind is captured into an image that travels with it; an
+        SR-IOV VF is not (it carries no guest state: a VF at the destination is provisioned instead)."""
+        now = self.backend.clock.now()
+        out = []
+        for address in self.vm.devices:
+            dev = self.backend.state.devices.get((self.vm.host, address))
+            if dev is not None and not dev.is_vf:
+                out.append(images.capture(dev, guest_address(vm, address), images.synthetic_registers(dev), now))
+        return tuple(out)
+
     def _switch(self) -> None:
         with self.backend.lock:
             current = self.backend.state.vms[self.vm.name]
             moved = _placed(current, self.dest, self.plan, self.backend)
+            moved = replace(moved, device_images=current.device_images + self._images_left(current))
             self.backend.state.vms[self.vm.name] = moved
             for key, chain in list(self.backend.state.chains.items()):
                 if chain.vm == self.vm.name:

@@ -42,11 +42,16 @@ def test_detach_leaves_an_image_that_answers_like_the_device() -> None:
 
 def test_the_image_travels_with_a_migration_and_matching_hardware_restores_it() -> None:
     backend = sim()
+    before = backend.snapshot().vm("ml-train-01")
+    assert before and GPU in before.devices
     assert run(backend, DetachRequest("ml-train-01", GPU))[0].outcome is Outcome.SUCCEEDED
     moved, _ = run(backend, MigrateRequest("ml-train-01", "fra-hv01"))
     assert moved.outcome is Outcome.SUCCEEDED, moved.reason
     vm = backend.snapshot().vm("ml-train-01")
-    assert vm and vm.host == "fra-hv01" and len(vm.device_images) == 1
+    # The detached GPU's image, and one for each device the migration left behind on fra-gpu01.
+    assert vm and vm.host == "fra-hv01" and vm.devices == ()
+    assert sorted(i.source_address for i in vm.device_images) == sorted(before.devices)
+    assert {i.source_host for i in vm.device_images} == {"fra-gpu01"}
     # fra-hv01 has no A100: its NVMe does not match the image, and the refusal says why.
     with pytest.raises(BadInput, match="vendor differs") as refused:
         backend.prepare(AttachRequest("ml-train-01", "0000:3b:00.0"))
@@ -58,7 +63,8 @@ def test_the_image_travels_with_a_migration_and_matching_hardware_restores_it() 
     assert [e.phase for e in events if isinstance(e, PhaseChanged)] == ["binding", "attaching", "restoring"]
     inv = backend.snapshot()
     vm = inv.vm("ml-train-01")
-    assert vm and SPARE_GPU in vm.devices and vm.device_images == ()
+    # The spare restores one image; the two devices still on fra-gpu01's host stack keep theirs.
+    assert vm and SPARE_GPU in vm.devices and len(vm.device_images) == 2
     spare = next(d for d in inv.devices_on("fra-gpu01") if d.address == SPARE_GPU)
     assert spare.owner.kind is OwnerKind.VM and spare.owner.vm == "ml-train-01"
 
