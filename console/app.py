@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from textual import on, work
 from textual.actions import ActionParseResult
@@ -17,10 +17,11 @@ from backends.requests import LifecycleAction, LifecycleRequest, MigrateRequest,
 from backends.usage import cpu_use
 from console import audit
 from console.actions import IDS, MUTATING, bindings
-from console.choices import migration_targets
+from console.choices import Choice, migration_targets
 from console.internal_error import report
 from console.jobs import JobRunner
 from console.messages import BackendFailed, InventoryUpdated, JobFinished, JobProgressed
+from console.off_ui import off_ui
 from console.palette import ActionCommands
 from console.screens.base import InventoryScreen
 from console.screens.devices import DevicesScreen
@@ -63,6 +64,7 @@ class HvcApp(App[None]):
         self.jobs.listen(self._job_event)
         self.keymap = {k: v for k, v in (keymap or {}).items() if k in IDS}
         self.unknown_keys = sorted(set(keymap or {}) - IDS)
+        self.preparing = 0  # checks running off the UI thread (console/off_ui.py)
 
     def on_mount(self) -> None:
         self.sub_title = self.backend.name + (" · read-only" if self.backend.read_only else "")
@@ -184,13 +186,35 @@ class HvcApp(App[None]):
         self.push_screen(PickerScreen(f"Migrate {vm.name} from {vm.host} to…", migration_targets(self.inventory, vm)),
                          chosen)
 
+    def pick(self, title: str, choices: Callable[[], list[Choice]], chosen: Callable[[str | None], None],
+             empty: str = "") -> None:
+        """A picker whose choices the backend checks (off the UI thread); ``empty``: the status when there are none."""
+
+        def show(found: list[Choice]) -> None:
+            if not found and empty:
+                self._status(empty)
+            else:
+                self.push_screen(PickerScreen(title, found), chosen)
+
+        off_ui(self, choices, show, f"checking the choices with the hosts: {title}")
+
     def operate(self, request: Request, question: str | None = None) -> None:
-        """Check the request, show what will happen when asked to, then run it as a job."""
-        try:
-            op = self.backend.prepare(request)
-        except HvcError as exc:
-            audit.record_refusal(request.kind.value, str(request), exc.one_line(), self.backend.name)
-            self._status(exc.one_line(), error=True)
+        """Check the request (off the UI thread: it may ask a slow host), show what will happen
+        when asked to, then run it as a job."""
+
+        def prepare() -> Operation | HvcError:
+            try:
+                return self.backend.prepare(request)
+            except HvcError as exc:
+                return exc
+
+        off_ui(self, prepare, lambda op: self._prepared(request, op, question),
+               f"checking {request.kind.value} with the host")
+
+    def _prepared(self, request: Request, op: Operation | HvcError, question: str | None) -> None:
+        if isinstance(op, HvcError):
+            audit.record_refusal(request.kind.value, str(request), op.one_line(), self.backend.name)
+            self._status(op.one_line(), error=True)
             return
         if question is None:
             self._start(op)
@@ -241,6 +265,9 @@ class HvcApp(App[None]):
             self._status(f"{job.id}: {job.description} — {result.outcome.value}: {result.reason}", error=True)
         if isinstance(self.screen, JobsScreen):
             self.screen.show_jobs()
+
+    def show_status(self, text: str, error: bool = False) -> None:
+        self._status(text, error)
 
     def _status(self, text: str, error: bool = False) -> None:
         if isinstance(self.screen, InventoryScreen):

@@ -215,10 +215,9 @@ def _print_inventory(backend: Any, as_json: bool) -> None:
         from console.inventory_text import print_inventory
 
         print_inventory(inv)
-    lost = [h for h in inv.hosts if h.state.value == "lost"]
-    for host in lost:
-        click.echo(f"hvc: host {host.name} is lost: {host.error}", err=True)
-    if lost:
+    from console.lost_hosts import report_lost
+
+    if report_lost(inv):
         sys.exit(1)
 
 

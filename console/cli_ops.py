@@ -137,6 +137,7 @@ def replication_status(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     from backends.export import replicas_to_list
     from console.cli import merged, open_backend_from
     from console.inventory_text import print_replication
+    from console.lost_hosts import report_lost
 
     backend = open_backend_from(merged(ctx, **opts))
     try:
@@ -147,7 +148,8 @@ def replication_status(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         click.echo(json.dumps({"replicas": replicas_to_list(inv)}, indent=1))
     else:
         print_replication(inv)
-    if any(r.rpo_violated for r in inv.replicas):
+    lost = report_lost(inv)  # a lost host's replicas are not in the table: say so
+    if lost or any(r.rpo_violated for r in inv.replicas):
         sys.exit(1)
 
 

@@ -26,7 +26,7 @@ from backends.base import Backend
 from backends.models import Job, JobEvent, JobResult, Outcome
 from console.app import HvcApp
 from console.progress_out import Output
-from console.scenario import Scenario, Step
+from console.scenario import TIMEOUTS, Scenario, Step
 from console.screens.dialogs import ConfirmScreen
 
 POLL_S = 0.05
@@ -120,6 +120,7 @@ class Player:
 
     async def _press(self, step: Step) -> None:
         await self.pilot.press(*step.value)
+        await self._checked()
 
     async def _type(self, step: Step) -> None:
         await self.pilot.press(*step.value)
@@ -138,7 +139,7 @@ class Player:
         assert step.request is not None
         before = len(self.app.jobs.all())
         self.app.operate(step.request, step.question)
-        await self.pilot.pause(0)
+        await self._checked()
         if isinstance(self.app.screen, ConfirmScreen):
             await self.pilot.press("y")  # the dialog an operator would answer
         if len(self.app.jobs.all()) == before:
@@ -182,6 +183,11 @@ class Player:
 
     async def _pause(self, step: Step) -> None:
         await self._until(lambda: False, step.value, None)
+
+    async def _checked(self) -> None:
+        """Wait for the checks an action runs off the UI thread (prepare, picker choices) to answer."""
+        await self._until(lambda: not self.app.preparing, TIMEOUTS["wait_job"], lambda: "a check still running")
+        await self.pilot.pause(0)
 
     async def _until(self, done: Callable[[], bool], timeout: float | None, why: Callable[[], str] | None) -> None:
         """Poll ``done`` until it holds, writing job events meanwhile; fail after ``timeout``."""

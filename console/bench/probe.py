@@ -110,7 +110,7 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
         migrate()
         latencies: list[float] = []
         for i in range(samples):
-            if not app.jobs.running():
+            if not app.jobs.running() and not app.preparing:
                 migrate()
             await asyncio.sleep(0.02 + 0.03 * (i % 3) / 2)  # key presses at a person's pace
             pressed = time.perf_counter()

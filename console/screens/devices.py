@@ -99,8 +99,8 @@ class DevicesScreen(InventoryScreen):
                 self.hvc.operate(HandoffRequest(device.address, target, host=device.host),
                                  f"Hand {device.address} ({device.owner}) to {target}?")
 
-        self.app.push_screen(PickerScreen(f"Hand {device.address} on {device.host} to…",
-                                          handoff_targets(self.hvc.backend, inv, device)), chosen)
+        self.hvc.pick(f"Hand {device.address} on {device.host} to…",
+                      lambda: handoff_targets(self.hvc.backend, inv, device), chosen)
 
     def action_device_detach(self) -> None:
         node = self.query_one(DeviceTree).cursor_node
@@ -116,17 +116,13 @@ class DevicesScreen(InventoryScreen):
         inv = self.hvc.inventory
         if inv is None:
             return
-        choices = attach_choices(self.hvc.backend, inv)
-        if not choices:
-            self.set_status("no VM is backed by an image: detach a device first (D)")
-            return
-
         def chosen(value: str | None) -> None:
             if value:
                 vm, host, address = value.split("|")
                 self.hvc.operate(AttachRequest(vm, address, host=host))
 
-        self.app.push_screen(PickerScreen("Restore a device image with matching hardware…", choices), chosen)
+        self.hvc.pick("Restore a device image with matching hardware…", lambda: attach_choices(self.hvc.backend, inv),
+                      chosen, empty="no VM is backed by an image: detach a device first (D)")
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text

@@ -13,7 +13,6 @@ from backends.requests import ServiceMoveRequest
 from backends.services import destinations
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
-from console.screens.picker import PickerScreen
 from widgets.keyed_table import Cell, KeyedTable
 from widgets.text import vm_state
 
@@ -111,14 +110,16 @@ class ServicesScreen(InventoryScreen):
                 self.hvc.operate(ServiceMoveRequest(svc.name, host),
                                  f"Move {svc.name} ({svc.identifier}) from {svc.host} to {host}?")
 
-        choices: list[tuple[str, str, str | None]] = []
-        for host, vf, why in destinations(inv, svc):
-            if vf:  # the backend has the last word (read-only, capabilities)
-                try:
-                    self.hvc.backend.prepare(ServiceMoveRequest(svc.name, host.name))
-                except HvcError as exc:
-                    why = exc.message
-            short = why.removeprefix(f"{host.name} ").removesuffix(f" to carry {svc.identifier}") if why else None
-            choices.append((host.name, f"{host.name}  ({host.site}" + (f", VF {vf})" if vf else ")"), short))
-        choices.sort(key=lambda c: c[2] is not None)
-        self.app.push_screen(PickerScreen(f"Move {svc.name} ({svc.identifier}) from {svc.host} to…", choices), chosen)
+        def choices() -> list[tuple[str, str, str | None]]:  # off the UI thread: prepare asks the hosts
+            out: list[tuple[str, str, str | None]] = []
+            for host, vf, why in destinations(inv, svc):
+                if vf:  # the backend has the last word (read-only, capabilities)
+                    try:
+                        self.hvc.backend.prepare(ServiceMoveRequest(svc.name, host.name))
+                    except HvcError as exc:
+                        why = exc.message
+                short = why.removeprefix(f"{host.name} ").removesuffix(f" to carry {svc.identifier}") if why else None
+                out.append((host.name, f"{host.name}  ({host.site}" + (f", VF {vf})" if vf else ")"), short))
+            return sorted(out, key=lambda c: c[2] is not None)
+
+        self.hvc.pick(f"Move {svc.name} ({svc.identifier}) from {svc.host} to…", choices, chosen)

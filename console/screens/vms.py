@@ -14,7 +14,6 @@ from console.actions import bindings
 from console.choices import rebalance_targets
 from console.screens.base import InventoryScreen, pane
 from console.screens.input_dialog import InputScreen
-from console.screens.picker import PickerScreen
 from widgets.vm_detail import VmDetail
 from widgets.vm_table import VmTable
 
@@ -109,8 +108,8 @@ class VmsScreen(InventoryScreen):
                 self.hvc.operate(RebalanceRequest(vm.name, node, to_cell=cell),
                                  f"Move vNUMA cell {node} of {vm.name} to cell {cell}?")
 
-        choices = rebalance_targets(self.hvc.backend, inv, vm)
-        self.app.push_screen(PickerScreen(f"Rebalance {vm.name}: move a vNUMA cell's memory to…", choices), chosen)
+        self.hvc.pick(f"Rebalance {vm.name}: move a vNUMA cell's memory to…",
+                      lambda: rebalance_targets(self.hvc.backend, inv, vm), chosen)
 
     def action_vm_balloon(self) -> None:
         vm = self.selected()

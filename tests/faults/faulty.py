@@ -38,6 +38,7 @@ class Faults:
         self._lock = threading.Lock()
         self.down: set[str] = set()
         self.slow: dict[str, float] = {}
+        self.slow_calls: list[str] = []  # calls that were slowed down
         self.rules: dict[str, list[Rule]] = {}
         self.raised: Counter[str] = Counter()  # "uri call" → times a fault was raised
         self.opens: dict[str, list[float]] = {}  # uri → monotonic time of every open attempt
@@ -81,6 +82,7 @@ class Faults:
     def check(self, uri: str, call: str) -> None:
         """Called before every proxied call: sleep if slow, raise if a fault applies."""
         if delay := self.slow.get(uri):
+            self.slow_calls.append(call)
             time.sleep(delay)
         if uri in self.down:
             self._raise(uri, call, f"Cannot recv data: Connection reset by peer (host {uri} is down)")
