@@ -71,6 +71,15 @@ def open_backend_from(opts: dict[str, Any], *, live: bool = False, repeatable: b
     return backend
 
 
+def snapshot_from(ctx: click.Context, opts: dict[str, Any]) -> Any:
+    """One inventory snapshot of what the options pick; the backend is closed again."""
+    backend = open_backend_from(merged(ctx, **opts))
+    try:
+        return backend.snapshot()
+    finally:
+        backend.close()
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @backend_options
 @click.version_option(VERSION, "--version", prog_name="hvc")

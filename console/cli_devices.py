@@ -5,45 +5,30 @@ The S2 host ↔ VM handoff is ``hvc handoff DEVICE --to VM`` / ``--to host`` (in
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
 from backends.requests import AttachRequest, DetachRequest, Request
-from console.cli_ops import _backend_only, _operation_options
+from console.cli_ops import _backend_only, _operation_options, _run
 
 
-def _run(ctx: click.Context, opts: dict[str, Any], request: Request | None, question: str | None,
-         device: str = "", host: str | None = None) -> None:
-    """Run ``request``; without one, detach ``device`` from whichever VM holds it."""
-    from backends.errors import BadInput, NotFound
-    from backends.models import OwnerKind
-    from console.cli import merged, open_backend_from
-    from console.operate import run_operation
+def _owner_of(device: str, host: str | None) -> Any:
+    """Resolve a detach without --vm: the VM that holds ``device``."""
 
-    options = merged(ctx, **opts)
-    backend = open_backend_from(options, live=True)
-    try:
-        if request is None:
-            wanted = device.lower()
-            found = [d for d in backend.snapshot().devices if wanted in (d.address, (d.name or "").lower())
-                     and (host is None or d.host == host)]
-            if not found:
-                raise NotFound(f"no PCI device {device!r}" + (f" on {host}" if host else ""),
-                               hint="see `hvc inventory` for the devices")
-            if len(found) > 1:
-                raise BadInput(f"{device} exists on {', '.join(d.host for d in found)}", hint="say which with --host")
-            if found[0].owner.kind is not OwnerKind.VM or not found[0].owner.vm:
-                raise BadInput(f"{device} on {found[0].host} is not assigned to a VM (owner {found[0].owner})",
-                               hint="only a VM's device can be detached into an image")
-            request = DetachRequest(found[0].owner.vm, found[0].address, found[0].host)
-            question = f"Detach {found[0].address} from running {found[0].owner.vm} (an image answers for it)?"
-        code = run_operation(backend, request, as_json=options.get("as_json", False), question=question,
-                             yes=bool(options.get("yes")))
-    finally:
-        backend.close()
-    sys.exit(code)
+    def resolve(inv: Any) -> tuple[Request, str]:
+        from backends.base import find_device
+        from backends.errors import BadInput
+        from backends.models import OwnerKind
+
+        found = find_device(inv, device, host)
+        if found.owner.kind is not OwnerKind.VM or not found.owner.vm:
+            raise BadInput(f"{device} on {found.host} is not assigned to a VM (owner {found.owner})",
+                           hint="only a VM's device can be detached into an image")
+        return (DetachRequest(found.owner.vm, found.address, found.host),
+                f"Detach {found.address} from running {found.owner.vm} (an image answers for it)?")
+
+    return resolve
 
 
 @click.command()
@@ -55,9 +40,8 @@ def _run(ctx: click.Context, opts: dict[str, Any], request: Request | None, ques
 @click.pass_context
 def detach(ctx: click.Context, device: str, vm: str | None, host: str | None, yes: bool, **opts: Any) -> None:
     """S1: remove DEVICE from its VM; a backing image of its registers answers for it and travels with the VM."""
-    request = DetachRequest(vm, device, host) if vm else None
-    _run(ctx, {**opts, "yes": yes}, request, f"Detach {device} from {vm} (an image answers for it)?",
-         device=device, host=host)
+    request = DetachRequest(vm, device, host) if vm else _owner_of(device, host)
+    _run(ctx, {**opts, "yes": yes}, request, f"Detach {device} from {vm} (an image answers for it)?")
 
 
 @click.command()
@@ -83,13 +67,9 @@ def images_cmd(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 
     from backends import images
     from backends.models import OwnerKind
-    from console.cli import merged, open_backend_from
+    from console.cli import snapshot_from
 
-    backend = open_backend_from(merged(ctx, **opts))
-    try:
-        inv = backend.snapshot()
-    finally:
-        backend.close()
+    inv = snapshot_from(ctx, opts)
     rows = []
     for vm in inv.vms:
         free = [d for d in inv.devices_on(vm.host) if d.owner.kind is not OwnerKind.VM]

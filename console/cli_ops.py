@@ -38,13 +38,19 @@ def _operation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return backend_options(func)
 
 
-def _run(ctx: click.Context, opts: dict[str, Any], request: Request, question: str | None = None) -> None:
+Resolve = Callable[[Any], tuple[Request, "str | None"]]  # inventory → the request and its question
+
+
+def _run(ctx: click.Context, opts: dict[str, Any], request: Request | Resolve, question: str | None = None) -> None:
+    """Run ``request``, or the one ``request(inventory)`` resolves to on the opened backend."""
     from console.cli import merged, open_backend_from
     from console.operate import run_operation
 
     options = merged(ctx, **opts)
     backend = open_backend_from(options, live=True)
     try:
+        if callable(request):
+            request, question = request(backend.snapshot())
         code = run_operation(backend, request, as_json=options.get("as_json", False), question=question,
                              yes=bool(options.get("yes")))
     finally:
@@ -135,15 +141,11 @@ def replication_status(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     import json
 
     from backends.export import replicas_to_list
-    from console.cli import merged, open_backend_from
+    from console.cli import snapshot_from
     from console.inventory_text import print_replication
     from console.lost_hosts import report_lost
 
-    backend = open_backend_from(merged(ctx, **opts))
-    try:
-        inv = backend.snapshot()
-    finally:
-        backend.close()
+    inv = snapshot_from(ctx, opts)
     if as_json:
         click.echo(json.dumps({"replicas": replicas_to_list(inv)}, indent=1))
     else:
@@ -170,14 +172,10 @@ def plan_vnuma(ctx: click.Context, vcpus: int, size: str, hosts: str | None, sit
     from backends.units import format_cpuset, format_kib, parse_size_kib
     from backends.vnuma import candidate_hosts
     from backends.vnuma import plan_vnuma as make_plan
-    from console.cli import merged, open_backend_from
+    from console.cli import snapshot_from
 
     memory = parse_size_kib(size)
-    backend = open_backend_from(merged(ctx, **opts))
-    try:
-        inv = backend.snapshot()
-    finally:
-        backend.close()
+    inv = snapshot_from(ctx, opts)
     chosen = candidate_hosts(inv, [h.strip() for h in hosts.split(",") if h.strip()] if hosts else (), site)
     plan = make_plan(chosen, vcpus, memory)
     if as_json:

@@ -20,14 +20,10 @@ def services(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     import json
 
     from backends.export import services_to_list
-    from console.cli import merged, open_backend_from
+    from console.cli import snapshot_from
     from console.inventory_text import print_services
 
-    backend = open_backend_from(merged(ctx, **opts))
-    try:
-        inv = backend.snapshot()
-    finally:
-        backend.close()
+    inv = snapshot_from(ctx, opts)
     if as_json:
         click.echo(json.dumps({"services": services_to_list(inv)}, indent=1))
     else:
