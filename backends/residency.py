@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from backends.errors import BadInput
-from backends.models import Residency
+from backends.models import Residency, Vm, VmState
 from backends.units import format_kib
 
 _ABSENT, _RESIDENT, _BALLOONED = 0, 1, 2
@@ -217,12 +217,17 @@ class ResidencyTracker:
             raise DmaError(f"page {page} is outside the guest's {self.pages} pages")
 
 
-def check_balloon_target(name: str, current: int, maximum: int, target: int) -> None:
-    """Refuse targets no backend can reach: too small, above the maximum, or no change."""
+def check_balloon_target(vm: Vm, target: int) -> None:
+    """Refuse what no backend can do: a guest that is not running (only a running guest's balloon
+    driver answers), a target too small, above the maximum, or no change."""
+    if vm.state is not VmState.RUNNING:
+        raise BadInput(f"{vm.name} is {vm.state.value}; only a running guest's balloon driver answers",
+                       hint=f"start {vm.name} first")
+    maximum = vm.max_memory_kib or vm.memory_kib
     if target < MIN_BALLOON_KIB:
         raise BadInput(f"{format_kib(target)} is below the {format_kib(MIN_BALLOON_KIB)} a guest needs")
     if target > maximum:
-        raise BadInput(f"{name} can have at most {format_kib(maximum)}",
+        raise BadInput(f"{vm.name} can have at most {format_kib(maximum)}",
                        hint="raise its maximum memory first (needs a restart)")
-    if target == current:
-        raise BadInput(f"{name} already has {format_kib(target)}")
+    if target == vm.memory_kib:
+        raise BadInput(f"{vm.name} already has {format_kib(target)}")

@@ -18,7 +18,7 @@ import libvirt
 from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput
 from backends.libvirt.ops import libvirt_reason, open_job_connection
-from backends.models import JobKind, JobResult, Outcome, PhaseChanged, VmState
+from backends.models import JobKind, JobResult, Outcome, PhaseChanged
 from backends.requests import BalloonRequest
 from backends.residency import check_balloon_target
 from backends.units import format_kib
@@ -32,10 +32,7 @@ class LibvirtBalloon(Operation):
 
     def __init__(self, backend: LibvirtBackend, request: BalloonRequest) -> None:
         vm = find_vm(backend.snapshot(), request.vm, request.host)
-        if vm.state is not VmState.RUNNING:
-            raise BadInput(f"{vm.name} is {vm.state.value}; only a running guest's balloon driver answers",
-                           hint=f"start {vm.name} first")
-        check_balloon_target(vm.name, vm.memory_kib, vm.max_memory_kib or vm.memory_kib, request.memory_kib)
+        check_balloon_target(vm, request.memory_kib)
         res = vm.residency
         if res is not None and res.locked and request.memory_kib < (res.pinned_kib or 0):
             why = (f"it has {len(vm.devices)} direct-assigned PCI device{'s' if len(vm.devices) != 1 else ''}, "

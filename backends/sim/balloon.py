@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput
-from backends.models import JobKind, JobResult, Outcome, PhaseChanged, VmState
+from backends.models import JobKind, JobResult, Outcome, PhaseChanged
 from backends.progress import Meter
 from backends.requests import BalloonRequest
 from backends.residency import check_balloon_target
@@ -31,11 +31,8 @@ TICK_S = 0.25
 class SimBalloon(Operation):
     def __init__(self, backend: SimBackend, request: BalloonRequest) -> None:
         vm = find_vm(backend.snapshot(), request.vm, request.host)
-        if vm.state is not VmState.RUNNING:
-            raise BadInput(f"{vm.name} is {vm.state.value}; only a running guest's balloon driver answers",
-                           hint=f"start {vm.name} first")
         target = request.memory_kib
-        check_balloon_target(vm.name, vm.memory_kib, vm.max_memory_kib or vm.memory_kib, target)
+        check_balloon_target(vm, target)
         res = vm.residency
         if target < vm.memory_kib and res is not None and res.pinned_kib is not None and target < res.pinned_kib:
             why = ("all its memory is pinned for DMA: it has direct-assigned devices and its host does not "
