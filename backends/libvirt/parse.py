@@ -183,9 +183,15 @@ def _cell(el: ET.Element) -> NumaCell:
 # --- domains -----------------------------------------------------------------------------
 
 
-def parse_domain(xml: str, host: str) -> DomainFacts:
-    """Read a domain's sizing, vNUMA, placement, host devices and disk chains."""
-    root = _root(xml, "domain", "domain")
+def domain_root(xml: str) -> ET.Element:
+    """A domain XML parsed once, for ``parse_domain`` and ``parse_services`` to share."""
+    return _root(xml, "domain", "domain")
+
+
+def parse_domain(xml: str | ET.Element, host: str) -> DomainFacts:
+    """Read a domain's sizing, vNUMA, placement, host devices and disk chains (from its XML, or
+    from the root ``domain_root`` parsed)."""
+    root = domain_root(xml) if isinstance(xml, str) else xml
     name = _text(root.find("name")) or ""
     vcpu_el = root.find("vcpu")
     vcpus = 0
@@ -216,13 +222,14 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
             layers = _layers(disk)
             if layers:
                 chains.append(DiskChain(vm=name, host=host, disk=target, layers=layers))
+    memory_kib = current_kib if current_kib is not None else (max_kib or 0)
     vm = Vm(
         name=name,
         uuid=_text(root.find("uuid")) or "",
         host=host,
         state=VmState.UNKNOWN,
         vcpus=vcpus,
-        memory_kib=current_kib if current_kib is not None else (max_kib or 0),
+        memory_kib=memory_kib,
         max_memory_kib=max_kib,
         vnuma=vnuma,
         pinning=_pinning(root, vcpus, vcpu_el),
@@ -232,8 +239,8 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
         memory_mode=mem.get("mode", "strict") if mem is not None else None,
         hugepages=root.find("memoryBacking/hugepages") is not None,
         device_images=images_from_domain(root),
+        residency=domain_residency(root, devices, memory_kib),
     )
-    vm = replace(vm, residency=domain_residency(root, devices, vm.memory_kib))
     return DomainFacts(vm=vm, chains=tuple(chains))
 
 
