@@ -6,6 +6,7 @@ report the same hostname, as two daemons on one machine do.
 
 from __future__ import annotations
 
+import importlib
 import queue
 import threading
 import time
@@ -17,18 +18,9 @@ from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput, HostUnreachable
-from backends.libvirt.balloon import LibvirtBalloon
-from backends.libvirt.device_op import LibvirtDeviceOp
-from backends.libvirt.devices import LibvirtAttach, LibvirtDetach
 from backends.libvirt.events import ensure_event_loop
-from backends.libvirt.handoff import LibvirtHandoff
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
-from backends.libvirt.migrate import LibvirtMigrate
-from backends.libvirt.ops import LibvirtLifecycle
 from backends.libvirt.parse import resolve_owners
-from backends.libvirt.rebalance import LibvirtRebalance
-from backends.libvirt.replication import LibvirtFailover, LibvirtReplicate, replica_links
-from backends.libvirt.services import LibvirtServiceMove
 from backends.models import Host, HostState, Inventory, ReplicaLink, Site, SiteRole
 from backends.requests import (
     AttachRequest,
@@ -111,6 +103,17 @@ class EventTap:
         self.close()
 
 
+def _lazy(module: str, name: str) -> Callable[[Any, Any], Operation]:
+    """An operation factory that imports ``module`` on its first use and builds ``name`` from it."""
+
+    def make(backend: Any, request: Any) -> Operation:
+        cls: Callable[[Any, Any], Operation] = getattr(importlib.import_module(module), name)
+        return cls(backend, request)
+
+    make.__qualname__ = make.__name__ = name
+    return make
+
+
 class LibvirtBackend(Backend):
     name = "libvirt"
     capabilities = frozenset({
@@ -119,18 +122,20 @@ class LibvirtBackend(Backend):
         Capability.REPLICATE, Capability.FAILOVER, Capability.DEVICE_OP, Capability.BALLOON,
         Capability.SERVICES, Capability.DEVICES,
     })
+    # Each operation's module is imported when a request of its kind is first prepared: a
+    # command that only reads (``hvc inventory``) does not pay for importing them all.
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
-        LifecycleRequest: LibvirtLifecycle,
-        MigrateRequest: LibvirtMigrate,
-        HandoffRequest: LibvirtHandoff,
-        RebalanceRequest: LibvirtRebalance,
-        ReplicateRequest: LibvirtReplicate,
-        FailoverRequest: LibvirtFailover,
-        DeviceOpRequest: LibvirtDeviceOp,
-        BalloonRequest: LibvirtBalloon,
-        ServiceMoveRequest: LibvirtServiceMove,
-        DetachRequest: LibvirtDetach,
-        AttachRequest: LibvirtAttach,
+        LifecycleRequest: _lazy("backends.libvirt.ops", "LibvirtLifecycle"),
+        MigrateRequest: _lazy("backends.libvirt.migrate", "LibvirtMigrate"),
+        HandoffRequest: _lazy("backends.libvirt.handoff", "LibvirtHandoff"),
+        RebalanceRequest: _lazy("backends.libvirt.rebalance", "LibvirtRebalance"),
+        ReplicateRequest: _lazy("backends.libvirt.replication", "LibvirtReplicate"),
+        FailoverRequest: _lazy("backends.libvirt.replication", "LibvirtFailover"),
+        DeviceOpRequest: _lazy("backends.libvirt.device_op", "LibvirtDeviceOp"),
+        BalloonRequest: _lazy("backends.libvirt.balloon", "LibvirtBalloon"),
+        ServiceMoveRequest: _lazy("backends.libvirt.services", "LibvirtServiceMove"),
+        DetachRequest: _lazy("backends.libvirt.devices", "LibvirtDetach"),
+        AttachRequest: _lazy("backends.libvirt.devices", "LibvirtAttach"),
     }
 
     def __init__(
@@ -201,6 +206,8 @@ class LibvirtBackend(Backend):
             self._inventory = self._compose()
         if replicas or time.monotonic() - self._replicas_at > REPLICAS_EVERY_S:
             self._replicas_at = time.monotonic()
+            from backends.libvirt.replication.status import replica_links
+
             found = replica_links(self, self._inventory)
             with self._lock:
                 self._replicas = found

@@ -22,6 +22,7 @@ from backends.libvirt.ops import libvirt_reason
 from backends.libvirt.parse import (
     DomainFacts,
     HostTopology,
+    domain_root,
     parse_capabilities,
     parse_domain,
     parse_nodedev,
@@ -312,16 +313,16 @@ class HostConnection:
             facts = self._facts.get(uuid)
             if facts is None or uuid in dirty or self._last_state.get(uuid) is not state:
                 self._count("XMLDesc")
-                xml = dom.XMLDesc(0)
-                facts = replace(parse_domain(xml, self.uri), services=parse_services(xml, self.uri))
+                root = domain_root(dom.XMLDesc(0))  # parsed once for both readers
+                facts = replace(parse_domain(root, self.uri), services=parse_services(root, self.uri))
                 self._facts[uuid] = facts
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")
-            vm = replace(
-                facts.vm, state=state, cpu_time_ns=record.get("cpu.time"),
-                memory_kib=int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib,
-            )
-            vms.append(replace(vm, residency=with_stats(vm, record.get("balloon.rss"))))
+            memory_kib = int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib
+            vms.append(replace(
+                facts.vm, state=state, cpu_time_ns=record.get("cpu.time"), memory_kib=memory_kib,
+                residency=with_stats(facts.vm.residency, state, memory_kib, record.get("balloon.rss")),
+            ))
             chains.extend(facts.chains)
         for gone in set(self._facts) - seen:
             del self._facts[gone]

@@ -7,7 +7,9 @@ all, or a document of the wrong kind, raises ``ValueError`` and the caller decid
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -112,8 +114,10 @@ def _el_kib(el: ET.Element | None) -> int | None:
     return None if el is None else _kib(el.text, el.get("unit"))
 
 
+@functools.lru_cache(maxsize=4096)
 def _cpus(spec: str | None) -> tuple[int, ...]:
-    """A cpuset/nodeset from a host's XML; malformed parts are skipped, not fatal."""
+    """A cpuset/nodeset from a host's XML; malformed parts are skipped, not fatal. Cached: a
+    fleet repeats the same few sets across thousands of domains."""
     return parse_cpuset(spec or "", strict=False)
 
 
@@ -183,9 +187,15 @@ def _cell(el: ET.Element) -> NumaCell:
 # --- domains -----------------------------------------------------------------------------
 
 
-def parse_domain(xml: str, host: str) -> DomainFacts:
-    """Read a domain's sizing, vNUMA, placement, host devices and disk chains."""
-    root = _root(xml, "domain", "domain")
+def domain_root(xml: str) -> ET.Element:
+    """A domain XML parsed once, for ``parse_domain`` and ``parse_services`` to share."""
+    return _root(xml, "domain", "domain")
+
+
+def parse_domain(xml: str | ET.Element, host: str) -> DomainFacts:
+    """Read a domain's sizing, vNUMA, placement, host devices and disk chains (from its XML, or
+    from the root ``domain_root`` parsed)."""
+    root = domain_root(xml) if isinstance(xml, str) else xml
     name = _text(root.find("name")) or ""
     vcpu_el = root.find("vcpu")
     vcpus = 0
@@ -216,13 +226,14 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
             layers = _layers(disk)
             if layers:
                 chains.append(DiskChain(vm=name, host=host, disk=target, layers=layers))
+    memory_kib = current_kib if current_kib is not None else (max_kib or 0)
     vm = Vm(
         name=name,
         uuid=_text(root.find("uuid")) or "",
         host=host,
         state=VmState.UNKNOWN,
         vcpus=vcpus,
-        memory_kib=current_kib if current_kib is not None else (max_kib or 0),
+        memory_kib=memory_kib,
         max_memory_kib=max_kib,
         vnuma=vnuma,
         pinning=_pinning(root, vcpus, vcpu_el),
@@ -232,8 +243,8 @@ def parse_domain(xml: str, host: str) -> DomainFacts:
         memory_mode=mem.get("mode", "strict") if mem is not None else None,
         hugepages=root.find("memoryBacking/hugepages") is not None,
         device_images=images_from_domain(root),
+        residency=domain_residency(root, devices, memory_kib),
     )
-    vm = replace(vm, residency=domain_residency(root, devices, vm.memory_kib))
     return DomainFacts(vm=vm, chains=tuple(chains))
 
 
@@ -384,8 +395,25 @@ def parse_pool(xml: str) -> tuple[str | None, str | None]:
     return root.get("type"), _text(root.find("target/path"))
 
 
+# libvirt's own volume XML, as its formatter writes it: read the two facts with two searches,
+# not a parse (a pool of thousands of volumes made the per-volume parse a good part of a first load).
+_TARGET = re.compile(r"<target>(.*?)</target>", re.S)
+_FORMAT = re.compile(r"<format type='([^'<>&]*)'/>")
+_BACKING = re.compile(r"<backingStore>\s*<path>([^<&]*)</path>")
+
+
 def parse_volume(xml: str) -> tuple[str | None, str | None]:
-    """A volume's format and the path of its backing volume (None for a base)."""
+    """A volume's format and the path of its backing volume (None for a base). XML that is not
+    plainly libvirt's (entities, comments, CDATA, another shape) goes through the full parser."""
+    text = xml.strip()
+    if text.startswith("<volume") and text.endswith("</volume>") and "&" not in text and "<!" not in text:
+        target = _TARGET.search(text)
+        backing_at = text.find("<backingStore")
+        if target is not None and (backing_at < 0 or backing_at > target.end()):
+            fmt = _FORMAT.search(target.group(1))
+            backing = _BACKING.search(text, target.end()) if backing_at >= 0 else None
+            if (backing_at < 0 or backing is not None) and (fmt is not None or "<format" not in target.group(1)):
+                return (fmt.group(1) if fmt else None), (backing.group(1).strip() or None) if backing else None
     root = _root(xml, "volume", "storage volume")
-    fmt = root.find("target/format")
-    return (fmt.get("type") if fmt is not None else None), _text(root.find("backingStore/path"))
+    fmt_el = root.find("target/format")
+    return (fmt_el.get("type") if fmt_el is not None else None), _text(root.find("backingStore/path"))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 
-from backends.models import Residency, Vm
+from backends.models import Residency, VmState
+
+ACTIVE = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.MIGRATING})  # as ``Vm.active``: memory resident
 
 
 def domain_residency(root: ET.Element, devices: tuple[str, ...], memory_kib: int) -> Residency:
@@ -22,9 +24,9 @@ def domain_residency(root: ET.Element, devices: tuple[str, ...], memory_kib: int
     return Residency(resident_kib=None, pinned_kib=pinned, locked=locked or bool(devices))
 
 
-def with_stats(vm: Vm, rss_kib: int | None) -> Residency | None:
-    """The domain's residency for its current memory and the RSS the bulk stats gave (if any)."""
-    if vm.residency is None or not vm.active:
+def with_stats(residency: Residency | None, state: VmState, memory_kib: int, rss_kib: int | None) -> Residency | None:
+    """A domain's residency for its state, current memory and the RSS the bulk stats gave (if any)."""
+    if residency is None or state not in ACTIVE:
         return None
-    pinned = vm.memory_kib if vm.residency.locked else 0
-    return replace(vm.residency, resident_kib=int(rss_kib) if rss_kib else None, pinned_kib=pinned)
+    pinned = memory_kib if residency.locked else 0
+    return replace(residency, resident_kib=int(rss_kib) if rss_kib else None, pinned_kib=pinned)

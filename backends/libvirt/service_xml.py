@@ -13,9 +13,10 @@ from backends.models import StorageService
 NS = "https://hvconsole.dev/xmlns/service/1"
 
 
-def parse_services(xml: str, host: str) -> tuple[StorageService, ...]:
-    """The storage services a domain XML declares, each with the VF carrying its identifier (or None)."""
-    root = ET.fromstring(xml)
+def parse_services(xml: str | ET.Element, host: str) -> tuple[StorageService, ...]:
+    """The storage services a domain XML (or its parsed root) declares, each with the VF carrying
+    its identifier (or None)."""
+    root = ET.fromstring(xml) if isinstance(xml, str) else xml
     vm = (root.findtext("name") or "").strip()
     interfaces = []  # (MAC, VF address) of every hostdev interface
     for iface in root.findall("devices/interface"):

@@ -4,13 +4,15 @@ Data path. Every layer moves through libvirt storage-volume streams: ``download`
 primary's pool, ``upload`` into the destination's pool, sparse on both ends (holes are
 sent as lengths, not zeros), so it works over any libvirt URI and needs no shell on either
 host. The bytes pass through hvc: count them once, as "shipped". The header cluster is
-re-pointed on the way (see ``header``).
+re-pointed on the way (see ``header``). A thread reads ahead of the upload (``_ReadAhead``):
+overlapping the download with hashing and uploading roughly halves a layer's shipping time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +23,8 @@ import libvirt
 from backends.errors import OperationFailed
 from backends.libvirt.replication.header import QCOW2_MAGIC, backing_name, canonical_head, cluster_size, repoint
 
-CHUNK = 1 << 20  # bytes per stream read
+CHUNK = 1 << 20  # bytes per stream read (a remote stream hands back at most 256 KiB a read)
+READ_AHEAD = 48  # segments read ahead of the upload (about 10 MiB at the 196 KiB a remote read brings)
 _ZEROS = bytes(CHUNK)
 
 Segment = bytes | int  # data, or a hole of that many bytes
@@ -88,13 +91,60 @@ def _prepend(first: Segment | None, rest: Iterator[Segment]) -> Iterator[Segment
 
 
 def _send_all(stream: Any, data: bytes) -> None:
-    """Send all of ``data`` into an upload stream, however much each call takes."""
-    view = memoryview(data)
-    while view:
-        sent = stream.send(bytes(view))
+    """Send all of ``data`` into an upload stream, however much each call takes (a copy of the
+    rest only when a call took part of it)."""
+    while data:
+        sent = stream.send(data)
         if sent < 0:
             raise OperationFailed(f"volume stream refused data ({sent})")
-        view = view[sent:]
+        data = data[sent:]
+
+
+class _ReadAhead:
+    """The segments of a download stream, read on a thread of their own into a bounded queue,
+    so the next read overlaps the hashing and uploading of the last (the binding lets go of
+    the GIL inside each libvirt call, and hashlib inside each update of a segment)."""
+
+    _END = object()
+
+    def __init__(self, stream: Any) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(READ_AHEAD)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), name="hvc-layer-download", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pump(self, stream: Any) -> None:
+        try:
+            for seg in _segments(stream):
+                if not self._put(seg):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the reading side, raised there
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[Segment]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                self._thread.join()
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop reading (after a failure: abort the stream too, so a read in progress ends)."""
+        self._stop.set()
+        self._thread.join(timeout)
 
 
 def _hash_hole(digest: Any, length: int) -> None:
@@ -123,8 +173,9 @@ def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
                cancel: threading.Event | None = None) -> Read:
     """Checksum and backing name of a volume, read through a sparse download stream."""
     stream = _open_download(conn, vol)
+    ahead = _ReadAhead(stream)
     try:
-        head, rest = _split_head(_segments(stream))
+        head, rest = _split_head(iter(ahead))
         digest = hashlib.sha256(canonical_head(head))
         data = len(head)
         if on_bytes:
@@ -142,6 +193,7 @@ def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
         stream.finish()
     except BaseException:
         _abort(stream)
+        ahead.stop()
         raise
     return Read(digest.hexdigest(), backing_name(head), data)
 
@@ -156,8 +208,9 @@ def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent:
     except BaseException:
         _abort(down)
         raise
+    ahead = _ReadAhead(down)
     try:
-        head, rest = _split_head(_segments(down))
+        head, rest = _split_head(iter(ahead))
         digest = hashlib.sha256(canonical_head(head))
         patched = repoint(head, parent) if head[:4] == QCOW2_MAGIC else head
         _send_all(up, patched)
@@ -178,6 +231,7 @@ def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent:
         up.finish()
     except BaseException:
         _abort(down, up)
+        ahead.stop()
         raise
     return Read(digest.hexdigest(), backing_name(head), sent)
 
