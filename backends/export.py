@@ -7,6 +7,7 @@ lists, dict values converted) without its deep copies and per-call field lookups
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -41,18 +42,41 @@ def plain(value: Any) -> Any:
 
 
 def inventory_to_dict(inv: Inventory, capabilities: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The inventory as JSON-ready data; ``inventory_json`` writes the same document faster."""
+    return plain(_document(inv, capabilities))  # type: ignore[no-any-return]
+
+
+def inventory_json(inv: Inventory, capabilities: frozenset[str] = frozenset(), indent: int | None = None) -> str:
+    """The inventory document as JSON text. The bulk lists stay model objects that the C encoder
+    walks itself, asking ``_shallow`` for each dataclass's fields: at 10,000 VMs that is several
+    times faster than building the dicts in Python first."""
+    return json.dumps(_document(inv, capabilities), indent=indent, default=_shallow)
+
+
+def _document(inv: Inventory, capabilities: frozenset[str]) -> dict[str, Any]:
     return {
         "taken_at": inv.taken_at,
         "capabilities": sorted(capabilities),
-        "sites": [plain(s) for s in inv.sites],
+        "sites": list(inv.sites),
         "hosts": [host_to_dict(h) for h in inv.hosts],
-        "vms": [plain(v) for v in inv.vms],
-        "devices": [plain(d) for d in inv.devices],
-        "chains": [plain(c) for c in inv.chains],
+        "vms": list(inv.vms),
+        "devices": list(inv.devices),
+        "chains": list(inv.chains),
         "replicas": replicas_to_list(inv),
-        "pools": [plain(p) for p in inv.pools],
-        "services": services_to_list(inv),
+        "pools": list(inv.pools),
+        "services": list(inv.services),
     }
+
+
+def _shallow(value: Any) -> dict[str, Any]:
+    """One dataclass's fields, for ``json.dumps(default=…)``: the encoder converts what they hold."""
+    cls = type(value)
+    names = _FIELDS.get(cls)
+    if names is None:
+        if not is_dataclass(value) or isinstance(value, type):
+            raise TypeError(f"{cls.__name__} is not JSON serialisable")
+        names = _names(cls)
+    return {name: getattr(value, name) for name in names}
 
 
 def services_to_list(inv: Inventory) -> list[dict[str, Any]]:

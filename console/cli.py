@@ -213,13 +213,11 @@ def lab_down() -> None:
 def _print_inventory(backend: Any, as_json: bool) -> None:
     inv = backend.snapshot()
     if as_json:
-        import json
-
-        from backends.export import inventory_to_dict
+        from backends.export import inventory_json
 
         # Indented for a terminal; compact (the C encoder, 4x faster at 10,000 VMs) into a pipe.
         indent = 1 if sys.stdout.isatty() else None
-        sys.stdout.write(json.dumps(inventory_to_dict(inv, backend.capabilities), indent=indent) + "\n")
+        sys.stdout.write(inventory_json(inv, backend.capabilities, indent) + "\n")
     else:
         from console.inventory_text import print_inventory
 
