@@ -60,7 +60,8 @@ def volume(lab: LabStatus) -> Iterator[tuple[Any, str]]:
         conn.close()
 
 
-def test_a_volume_goes_from_the_host_to_a_guest_and_back(backend: LibvirtBackend, volume: tuple[Any, str]) -> None:
+def test_handoff_of_a_volume_from_the_host_to_a_guest_and_back(backend: LibvirtBackend,
+                                                               volume: tuple[Any, str]) -> None:
     conn, path = volume
     numa = conn.lookupByName(NUMA)
     run = run_op(backend, HandoffRequest(path, NUMA))
@@ -94,7 +95,7 @@ def test_a_volume_goes_from_the_host_to_a_guest_and_back(backend: LibvirtBackend
     assert f"pool {POOL}" in back.result.reason
 
 
-def test_a_failed_attach_leaves_the_volume_with_the_host(lab: LabStatus, backend: LibvirtBackend,
+def test_handoff_whose_attach_fails_leaves_the_volume_with_the_host(lab: LabStatus, backend: LibvirtBackend,
                                                          volume: tuple[Any, str]) -> None:
     conn, path = volume
     other = conn.storagePoolLookupByName(POOL).storageVolLookupByName("hvc-lab-data3.qcow2").path()
@@ -117,7 +118,7 @@ def test_a_failed_attach_leaves_the_volume_with_the_host(lab: LabStatus, backend
         detach_file_everywhere(conn, other)
 
 
-def test_host_volume_pre_checks_refuse_with_one_line(lab: LabStatus, backend: LibvirtBackend,
+def test_handoff_pre_checks_for_a_host_volume(lab: LabStatus, backend: LibvirtBackend,
                                                      volume: tuple[Any, str]) -> None:
     conn, path = volume
     mover = conn.lookupByName(MOVER)

@@ -132,6 +132,8 @@ class LibvirtHandoff(Operation):
                                               f"acknowledge it); it stays attached to {owner_name} with the "
                                               f"unplug request pending")
             advance("draining", released_after_ms=round(waited * 1000), seen_by=how)
+        if cancel.is_set() and plan.owner is None:
+            return result(Outcome.CANCELLED, "cancelled before anything changed")
         if cancel.is_set():
             back = self._give_back(conn, owner_dom, nodedev)
             return result(Outcome.CANCELLED, f"cancelled after {owner_name} released it; {back}")
