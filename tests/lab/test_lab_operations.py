@@ -421,8 +421,8 @@ def test_handoff_pre_checks(lab: LabStatus, backend: LibvirtBackend) -> None:
     a, _ = names(backend, lab)
     with pytest.raises(NotFound, match="has no disk sdq"):
         backend.prepare(HandoffRequest(f"{MOVER}/sdq", NUMA))
-    with pytest.raises(BadInput, match="cannot be handed to the host"):
-        backend.prepare(HandoffRequest(f"{MOVER}/sda", "host"))
+    to_host = backend.prepare(HandoffRequest(f"{MOVER}/sda", "host"))  # S2: checks only, nothing detached
+    assert to_host.job.phases == ("detaching", "draining", "rebuilding host stack", "VM relinquished")
     with pytest.raises(BadInput, match=r"not .*one host"):
         backend.prepare(HandoffRequest(f"{MOVER}/sda", "hvc-lab-b1"))
     with pytest.raises(BadInput, match="already has it"):

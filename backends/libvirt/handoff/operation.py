@@ -16,6 +16,7 @@ import libvirt
 
 from backends.base import Emit, Operation, new_job
 from backends.libvirt.handoff.device_xml import find_disk, find_pci, target_of
+from backends.libvirt.handoff.host_disk import disk_with_source, is_host_volume_id, plan_host_volume, users_of
 from backends.libvirt.handoff.plan import Plan, plan_disk, plan_pci
 from backends.libvirt.ops import libvirt_reason, open_job_connection
 from backends.models import JobKind, JobResult, Outcome, PciDevice, PhaseChanged
@@ -30,7 +31,8 @@ XML_POLL_S = 1.0  # fallback check of the live XML while waiting for DEVICE_REMO
 VFIO = "vfio-pci"
 # S2: the new driver stack is built first, then the old one must be seen to have let go.
 S2_TO_VM = ("building vfio stack", "attaching to VM", "host relinquished")
-S2_TO_HOST = ("rebuilding host stack", "VM relinquished")
+S2_TO_HOST = ("rebuilding host stack", "VM relinquished")  # after detaching, draining (PCI and disks)
+S2_DISK_TO_VM = ("building guest stack", "host relinquished")  # a host volume plugged into a guest's bus
 
 
 class LibvirtHandoff(Operation):
@@ -39,7 +41,9 @@ class LibvirtHandoff(Operation):
     def __init__(self, backend: LibvirtBackend, request: HandoffRequest) -> None:
         inv = backend.snapshot()
         self.backend = backend
-        if "/" in request.device:
+        if is_host_volume_id(request.device):
+            self.plan, host = plan_host_volume(backend, inv, request)
+        elif "/" in request.device:
             self.plan, host = plan_disk(backend, inv, request)
         else:
             self.plan, host = plan_pci(backend, inv, request)
@@ -53,8 +57,10 @@ class LibvirtHandoff(Operation):
             phases += S2_TO_VM
         elif self.plan.pci is not None:
             phases += ("binding", "attaching") if self.plan.receiver else S2_TO_HOST
+        elif self.plan.owner is None:
+            phases += S2_DISK_TO_VM
         else:
-            phases += ("attaching",)
+            phases += ("attaching",) if self.plan.receiver else S2_TO_HOST
         super().__init__(new_job(JobKind.HANDOFF, targets, phases,
                                  f"hand {self.plan.label} from {owner} to {receiver} on {host}"))
 
@@ -126,9 +132,15 @@ class LibvirtHandoff(Operation):
                                               f"acknowledge it); it stays attached to {owner_name} with the "
                                               f"unplug request pending")
             advance("draining", released_after_ms=round(waited * 1000), seen_by=how)
+        if cancel.is_set() and plan.owner is None:
+            return result(Outcome.CANCELLED, "cancelled before anything changed")
         if cancel.is_set():
             back = self._give_back(conn, owner_dom, nodedev)
             return result(Outcome.CANCELLED, f"cancelled after {owner_name} released it; {back}")
+        if plan.pci is None and plan.receiver is None:
+            return self._disk_to_host(conn, owner_dom, owner_name, result, step, advance)
+        if plan.pci is None and plan.owner is None:
+            return self._disk_from_host(conn, receiver_dom, result, step, advance)
 
         # binding / releasing (PCI only)
         if plan.pci is not None and nodedev is not None:
@@ -199,6 +211,68 @@ class LibvirtHandoff(Operation):
                                           f"the host's driver is {driver or 'none'}")
         advance(relinquished)
         return result(Outcome.SUCCEEDED, f"{plan.pci.address} is with the host's driver ({driver or 'none'})")
+
+    def _disk_from_host(self, conn: Any, receiver_dom: Any, result: Callable[..., JobResult],
+                        step: Callable[[str, str], None], advance: Callable[..., None]) -> JobResult:
+        """S2, host → VM for a volume: plug it into the guest's bus, then check only the guest holds it."""
+        plan = self.plan
+        assert plan.receiver is not None and plan.attach_xml is not None and plan.volume_path is not None
+        build, relinquished = S2_DISK_TO_VM
+        path, name = plan.volume_path, plan.receiver.name
+        target = ET.fromstring(plan.attach_xml).find("target")
+        dev, bus = (target.get("dev"), target.get("bus")) if target is not None else (None, None)
+        step(build, f"plugging {path} into {name}'s {bus} bus as {dev}")
+        try:
+            receiver_dom.attachDeviceFlags(plan.attach_xml, plan.attach_flags)
+        except libvirt.libvirtError as exc:
+            return result(Outcome.FAILED, f"{build} failed: {name} refused {path}: {libvirt_reason(exc)}; "
+                                          f"it stays with the host (pool {plan.pool}), nothing was added to {name}")
+        advance(build, target=dev or "", bus=bus or "")
+        step(relinquished, f"checking {name} holds {path} and no other domain uses it")
+        try:
+            held = disk_with_source(receiver_dom.XMLDesc(0), path)
+            others = [u for u in users_of(conn, path) if u != name]
+        except libvirt.libvirtError as exc:
+            held, others = None, [f"(unreadable: {libvirt_reason(exc)})"]
+        if held is None or others:
+            why = f"{name}'s live XML does not list it" if held is None else f"{', '.join(others)} use it too"
+            undo = "nothing was added to " + name
+            if held is not None:
+                try:
+                    receiver_dom.detachDeviceFlags(ET.tostring(held, encoding="unicode"), plan.attach_flags)
+                    undo = f"unplugged from {name} again"
+                except libvirt.libvirtError as exc:
+                    undo = f"unplugging it from {name} failed too: {libvirt_reason(exc)}; {name} still has it"
+            return result(Outcome.FAILED, f"{relinquished} failed: {why}; {undo}")
+        advance(relinquished)
+        return result(Outcome.SUCCEEDED, f"{name} has {plan.label} as {dev}")
+
+    def _disk_to_host(self, conn: Any, owner_dom: Any, owner_name: str, result: Callable[..., JobResult],
+                      step: Callable[[str, str], None], advance: Callable[..., None]) -> JobResult:
+        """S2, VM → host for a disk: the host's pool shows the volume again, then the VM is seen to let go."""
+        plan = self.plan
+        assert plan.volume_path is not None and plan.pool is not None
+        rebuild, relinquished = S2_TO_HOST
+        path = plan.volume_path
+        step(rebuild, f"refreshing pool {plan.pool} so the host holds {path} again")
+        try:
+            conn.storagePoolLookupByName(plan.pool).refresh(0)
+            in_pool = conn.storageVolLookupByPath(path).storagePoolLookupByVolume().name()
+        except libvirt.libvirtError as exc:
+            back = self._give_back(conn, owner_dom, None)
+            return result(Outcome.FAILED, f"{rebuild} failed: pool {plan.pool} does not show {path}: "
+                                          f"{libvirt_reason(exc)}; {back}")
+        advance(rebuild, pool=in_pool)
+        step(relinquished, f"checking {owner_name} no longer lists {path}")
+        try:
+            still = owner_dom is not None and disk_with_source(owner_dom.XMLDesc(0), path) is not None
+        except libvirt.libvirtError:
+            still = False  # the owner is gone, and the disk with it
+        if still:
+            return result(Outcome.FAILED, f"{relinquished} failed: {owner_name} still lists {path}; "
+                                          f"it stays with {owner_name}")
+        advance(relinquished)
+        return result(Outcome.SUCCEEDED, f"{path} is with the host (pool {in_pool})")
 
     def _drained(self, tap: Any, owner_dom: Any, plan: Plan) -> str | None:
         """How the release was seen ("event" or "xml"), or None after ``DRAIN_TIMEOUT_S``."""

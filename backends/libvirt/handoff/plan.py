@@ -19,6 +19,7 @@ from backends.libvirt.handoff.device_xml import (
     hostdev_xml,
     portable_device_xml,
 )
+from backends.libvirt.handoff.host_disk import host_pool_of
 from backends.libvirt.migrate import disk_sources
 from backends.libvirt.ops import libvirt_reason
 from backends.models import Inventory, OwnerKind, PciDevice, Vm
@@ -43,6 +44,8 @@ class Plan:
     restore_xml: str | None  # for the owner if the receiver refuses it
     pci: PciDevice | None = None
     pci_driver: str | None = None  # the host driver the device had when the job started
+    volume_path: str | None = None  # a disk's file or block source, when the host gives or takes it
+    pool: str | None = None  # the host's storage pool holding that volume
 
 
 
@@ -93,8 +96,6 @@ def plan_disk(backend: LibvirtBackend, inv: Inventory, request: HandoffRequest) 
     if not owner.active:
         raise BadInput(f"{owner.name} is {owner.state.value}: a handoff moves a disk between running VMs",
                        hint="start it, or edit its definition to move the disk")
-    if request.to == "host":
-        raise BadInput("a disk cannot be handed to the host", hint=f"name a running VM on {owner.host}")
     conn = backend.connected(owner.host).connection
     live = _live_xml(conn, owner)
     disk = find_disk(live, target)
@@ -103,6 +104,8 @@ def plan_disk(backend: LibvirtBackend, inv: Inventory, request: HandoffRequest) 
         raise NotFound(f"{owner.name} has no disk {target}", hint=f"its disks: {have}")
     if disk.get("device", "disk") not in ("disk", "lun", "cdrom"):
         raise BadInput(f"{request.device} is a {disk.get('device')}, not a disk")
+    if request.to == "host":
+        return _disk_to_host_plan(conn, owner, disk, target), owner.host
     receiver = _running_receiver(inv, request.to, owner.host, owner.name)
     receiver_live = _live_xml(conn, receiver)
     receiver_config = _config_xml(conn, receiver)
@@ -128,6 +131,21 @@ def plan_disk(backend: LibvirtBackend, inv: Inventory, request: HandoffRequest) 
         restore_xml=portable_device_xml(device_xml, keep_address=True),
     )
     return plan, owner.host
+
+
+def _disk_to_host_plan(conn: Any, owner: Vm, disk: ET.Element, target: str) -> Plan:
+    """S2, VM → host: detach the disk from ``owner``; the host's pool is to show the volume again."""
+    source = disk.find("source")
+    path = (source.get("file") or source.get("dev")) if source is not None else None
+    pool = host_pool_of(conn, path, owner.name, owner.host)
+    device_xml = ET.tostring(disk, encoding="unicode")
+    owner_config = _config_xml(conn, owner)
+    in_config = owner_config is not None and _same_disk_in(owner_config, target, path)
+    live_flag, config_flag = int(libvirt.VIR_DOMAIN_AFFECT_LIVE), int(libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    return Plan(label=f"disk {target} ({path})", owner=owner, receiver=None, device_xml=device_xml,
+                alias=alias_of(disk), detach_flags=live_flag | (config_flag if in_config else 0), attach_xml=None,
+                attach_flags=0, restore_xml=portable_device_xml(device_xml, keep_address=True),
+                volume_path=path, pool=pool)
 
 
 def _same_disk_in(domain_xml: str, target: str, path: str | None) -> bool:
