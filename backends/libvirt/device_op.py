@@ -22,7 +22,7 @@ import libvirt
 
 from backends.base import Emit, Operation
 from backends.errors import BadInput, Unsupported
-from backends.libvirt.ops import libvirt_reason, open_job_connection
+from backends.libvirt.ops import libvirt_reason, nodedev_name, open_job_connection
 from backends.models import Inventory, JobResult, Outcome, OwnerKind, PciDevice, PhaseChanged
 from backends.policy.device_op import decide, device_op_job
 from backends.requests import DeviceOpRequest
@@ -71,8 +71,7 @@ class LibvirtDeviceOp(Operation):
         conn = None
         try:
             conn = open_job_connection(self.uri)
-            name = self.device.name or "pci_" + self.device.address.replace(":", "_").replace(".", "_")
-            conn.nodeDeviceLookupByName(name).reset()
+            conn.nodeDeviceLookupByName(nodedev_name(self.device)).reset()
         except libvirt.libvirtError as exc:
             return JobResult(job.id, Outcome.FAILED, libvirt_reason(exc), started, time.time())
         finally:

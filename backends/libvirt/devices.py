@@ -29,7 +29,7 @@ from backends import images
 from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput, NotFound
 from backends.libvirt.handoff.device_xml import find_pci, hostdev_xml
-from backends.libvirt.ops import libvirt_reason, open_job_connection
+from backends.libvirt.ops import bound_driver, libvirt_reason, nodedev_name, open_job_connection
 from backends.libvirt.parse import pci_address
 from backends.models import (
     DeviceImage,
@@ -87,16 +87,8 @@ def local_config_space(uri: str, address: str) -> bytes | None:
 
 
 
-def _nodedev_name(device: PciDevice) -> str:
-    return device.name or "pci_" + device.address.replace(":", "_").replace(".", "_")
 
 
-def _driver(nodedev: Any) -> str | None:
-    try:
-        name = ET.fromstring(nodedev.XMLDesc(0)).findtext("driver/name")
-    except libvirt.libvirtError:
-        return None
-    return name.strip() if name else None
 
 
 class _Job:
@@ -231,8 +223,8 @@ class LibvirtAttach(_Job, Operation):
 
     def _attach(self, conn: Any, dom: Any, step: Callable[[str, str], None]) -> JobResult:
         vm, dev, image = self.vm, self.device, self.image
-        nodedev = conn.nodeDeviceLookupByName(_nodedev_name(dev))
-        host_driver = _driver(nodedev)
+        nodedev = conn.nodeDeviceLookupByName(nodedev_name(dev))
+        host_driver = bound_driver(nodedev)
         step("binding", f"binding {dev.address} to {VFIO} (now {host_driver or 'unbound'})")
         if host_driver != VFIO:
             try:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 import libvirt
 
 from backends.base import Emit, Operation, find_vm, new_job
 from backends.lifecycle import check
-from backends.models import JobKind, JobResult, Outcome, PhaseChanged
+from backends.models import JobKind, JobResult, Outcome, PciDevice, PhaseChanged
 from backends.requests import LifecycleAction, LifecycleRequest
 from backends.uri import redact
 
@@ -31,6 +32,20 @@ def open_job_connection(uri: str) -> Any:
     with contextlib.suppress(libvirt.libvirtError):
         conn.setKeepAlive(5, 3)
     return conn
+
+def nodedev_name(device: PciDevice) -> str:
+    """libvirt's node-device name of a PCI device (pci_0000_3b_00_0)."""
+    return device.name or "pci_" + device.address.replace(":", "_").replace(".", "_")
+
+
+def bound_driver(nodedev: Any) -> str | None:
+    """The host driver a node device is bound to now; None when unbound or unreadable."""
+    try:
+        name = ET.fromstring(nodedev.XMLDesc(0)).findtext("driver/name")
+    except libvirt.libvirtError:
+        return None
+    return name.strip() if name else None
+
 
 SETTLE_TIMEOUT_S = 120.0  # a guest OS gets this long to honour a shutdown
 _CALL = {

@@ -18,8 +18,8 @@ from backends.base import Emit, Operation, new_job
 from backends.libvirt.handoff.device_xml import find_disk, find_pci, target_of
 from backends.libvirt.handoff.host_disk import disk_with_source, is_host_volume_id, plan_host_volume, users_of
 from backends.libvirt.handoff.plan import Plan, plan_disk, plan_pci
-from backends.libvirt.ops import libvirt_reason, open_job_connection
-from backends.models import JobKind, JobResult, Outcome, PciDevice, PhaseChanged
+from backends.libvirt.ops import bound_driver, libvirt_reason, nodedev_name, open_job_connection
+from backends.models import JobKind, JobResult, Outcome, PhaseChanged
 from backends.progress import Meter
 from backends.requests import HandoffRequest
 
@@ -105,7 +105,7 @@ class LibvirtHandoff(Operation):
         try:
             owner_dom = conn.lookupByUUIDString(plan.owner.uuid) if plan.owner else None
             receiver_dom = conn.lookupByUUIDString(plan.receiver.uuid) if plan.receiver else None
-            nodedev = conn.nodeDeviceLookupByName(_nodedev_name(plan.pci)) if plan.pci else None
+            nodedev = conn.nodeDeviceLookupByName(nodedev_name(plan.pci)) if plan.pci else None
         except libvirt.libvirtError as exc:
             return result(Outcome.FAILED, f"{libvirt_reason(exc)}; nothing changed")
         owner_name = plan.owner.name if plan.owner else "the host"
@@ -150,7 +150,7 @@ class LibvirtHandoff(Operation):
             binding = S2_TO_VM[0] if from_host else "binding"
             step(binding, f"binding {plan.pci.address} to {VFIO} for {plan.receiver.name}"
                           + (f" (the host's {plan.pci_driver} unbinds)" if from_host and plan.pci_driver else ""))
-            if _driver(nodedev) != VFIO:
+            if bound_driver(nodedev) != VFIO:
                 try:
                     nodedev.detachFlags("vfio", 0)
                 except libvirt.libvirtError as exc:
@@ -173,7 +173,7 @@ class LibvirtHandoff(Operation):
         advance(attaching)
         if plan.pci is not None and plan.owner is None and nodedev is not None:
             step(S2_TO_VM[2], f"checking the host's driver no longer holds {plan.pci.address}")
-            driver = _driver(nodedev)
+            driver = bound_driver(nodedev)
             if driver != VFIO:
                 with contextlib.suppress(libvirt.libvirtError):
                     receiver_dom.detachDeviceFlags(plan.attach_xml, plan.attach_flags)
@@ -195,7 +195,7 @@ class LibvirtHandoff(Operation):
         assert plan.pci is not None
         rebuild, relinquished = S2_TO_HOST
         step(rebuild, f"returning {plan.pci.address} to the host's driver")
-        driver = _driver(nodedev)
+        driver = bound_driver(nodedev)
         if driver in (VFIO, None):
             try:
                 nodedev.reAttach()
@@ -203,7 +203,7 @@ class LibvirtHandoff(Operation):
                 return result(Outcome.FAILED, f"{rebuild} failed: the host's driver did not take {plan.pci.address} "
                                               f"back: {libvirt_reason(exc)}; it is detached from {owner_name} "
                                               f"and left with {driver or 'no driver'}")
-        driver = _driver(nodedev)
+        driver = bound_driver(nodedev)
         advance(rebuild, driver=driver or "none")
         step(relinquished, f"checking {owner_name} no longer lists {plan.pci.address}")
         if owner_dom is not None and self._still_there(owner_dom, plan):
@@ -308,24 +308,12 @@ class LibvirtHandoff(Operation):
                         f"to neither VM (its XML: {plan.restore_xml})")
         if plan.pci is not None and nodedev is not None and plan.pci_driver not in (VFIO, None):
             try:
-                if _driver(nodedev) == VFIO:
+                if bound_driver(nodedev) == VFIO:
                     nodedev.reAttach()
-                return f"{plan.pci.address} is back with the host's driver ({_driver(nodedev)})"
+                return f"{plan.pci.address} is back with the host's driver ({bound_driver(nodedev)})"
             except libvirt.libvirtError as exc:
                 return f"returning it to the host's driver failed too: {libvirt_reason(exc)}; it stays on {VFIO}"
         return "nothing else changed"
 
 
-def _nodedev_name(device: PciDevice | None) -> str:
-    """libvirt's node-device name of a PCI device."""
-    assert device is not None
-    return device.name or "pci_" + device.address.replace(":", "_").replace(".", "_")
 
-
-def _driver(nodedev: Any) -> str | None:
-    """The host driver a node device is bound to now, None when unbound or unreadable."""
-    try:
-        name = ET.fromstring(nodedev.XMLDesc(0)).findtext("driver/name")
-    except libvirt.libvirtError:
-        return None
-    return name.strip() if name else None
