@@ -8,7 +8,6 @@ them pinned and QEMU inhibits the balloon), so a target below what is pinned is 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ import libvirt
 
 from backends.base import Emit, Operation, find_vm, new_job
 from backends.errors import BadInput
-from backends.libvirt.ops import libvirt_reason, open_job_connection
+from backends.libvirt.ops import job_connection, libvirt_reason
 from backends.models import JobKind, JobResult, Outcome, PhaseChanged
 from backends.requests import BalloonRequest
 from backends.residency import check_balloon_target
@@ -51,18 +50,13 @@ class LibvirtBalloon(Operation):
     def run(self, emit: Emit, cancel: threading.Event) -> JobResult:
         started, job = time.time(), self.job
         emit(PhaseChanged(job.id, "ballooning", job.description, at=started))
-        conn = None
         try:
-            conn = open_job_connection(self.uri)
-            dom = conn.lookupByUUIDString(self.vm.uuid)
-            dom.setMemoryFlags(self.target, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-            now = int(dom.info()[2])
+            with job_connection(self.uri) as conn:
+                dom = conn.lookupByUUIDString(self.vm.uuid)
+                dom.setMemoryFlags(self.target, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                now = int(dom.info()[2])
         except libvirt.libvirtError as exc:
             return JobResult(job.id, Outcome.FAILED, libvirt_reason(exc), started, time.time())
-        finally:
-            if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
         self.backend.refresh()
         # The guest's balloon driver gets there in its own time; say where it is now.
         return JobResult(job.id, Outcome.SUCCEEDED, f"balloon target {format_kib(self.target)}; "

@@ -13,7 +13,6 @@ libvirt API and are refused as unsupported.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ import libvirt
 
 from backends.base import Emit, Operation
 from backends.errors import BadInput, Unsupported
-from backends.libvirt.ops import libvirt_reason, nodedev_name, open_job_connection
+from backends.libvirt.ops import job_connection, libvirt_reason, nodedev_name
 from backends.models import Inventory, JobResult, Outcome, OwnerKind, PciDevice, PhaseChanged
 from backends.policy.device_op import decide, device_op_job
 from backends.requests import DeviceOpRequest
@@ -68,15 +67,10 @@ class LibvirtDeviceOp(Operation):
         emit(PhaseChanged(job.id, "flr", job.description, at=started))
         if cancel.is_set():
             return JobResult(job.id, Outcome.CANCELLED, "cancelled before anything was done", started, time.time())
-        conn = None
         try:
-            conn = open_job_connection(self.uri)
-            conn.nodeDeviceLookupByName(nodedev_name(self.device)).reset()
+            with job_connection(self.uri) as conn:
+                conn.nodeDeviceLookupByName(nodedev_name(self.device)).reset()
         except libvirt.libvirtError as exc:
             return JobResult(job.id, Outcome.FAILED, libvirt_reason(exc), started, time.time())
-        finally:
-            if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
         self.backend.refresh()
         return JobResult(job.id, Outcome.SUCCEEDED, "", started, time.time())

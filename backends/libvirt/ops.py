@@ -6,6 +6,7 @@ import contextlib
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -32,6 +33,17 @@ def open_job_connection(uri: str) -> Any:
     with contextlib.suppress(libvirt.libvirtError):
         conn.setKeepAlive(5, 3)
     return conn
+
+@contextlib.contextmanager
+def job_connection(uri: str) -> Iterator[Any]:
+    """``open_job_connection`` for a ``with`` block, closed at its end whatever happened."""
+    conn = open_job_connection(uri)
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
 
 def nodedev_name(device: PciDevice) -> str:
     """libvirt's node-device name of a PCI device (pci_0000_3b_00_0)."""
