@@ -10,6 +10,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
 from textual.geometry import Region, Size
+from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets._data_table import Row, RowKey
 
@@ -44,6 +45,7 @@ class KeyedTable(DataTable[Cell]):
         self._widths: dict[str, Counter[int]] = {}  # column → how many shown cells have each width
         self._ordered: list[Row] | None = None  # DataTable.ordered_rows, kept until rows come or go
         self._grow_only = False  # the next width update follows added rows (columns only widen)
+        self._hidden_stale: tuple[int, int] | None = None  # rows on screen when off-screen rows changed
 
     def on_mount(self) -> None:
         for name in self._columns:
@@ -64,13 +66,25 @@ class KeyedTable(DataTable[Cell]):
         if list(new) != list(self._rows):
             self._rebuild(new)
             return
-        for key, cells in new.items():
+        top, bottom = self._visible_rows()
+        for index, (key, cells) in enumerate(new.items()):
             old = self._rows[key]
             if old is cells:
                 continue
             for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
-                if before != after:
-                    self.update_cell(key, column, after, update_width=self._width_changes(column, before, after))
+                if before == after:
+                    continue
+                wider = self._width_changes(column, before, after)
+                if top <= index < bottom:
+                    self.update_cell(key, column, after, update_width=wider)
+                    continue
+                # Off screen: DataTable would drop every cached line for it (the visible ones too);
+                # the caches are dropped when the rows on screen change instead (render_lines).
+                self._data[RowKey(key)][self.columns[column].key] = after  # type: ignore[index]
+                self._hidden_stale = (top, bottom)
+                if wider:
+                    self._require_update_dimensions = True
+                    self.check_idle()
         self._rows = new
         self._keys = list(new)
 
@@ -128,6 +142,17 @@ class KeyedTable(DataTable[Cell]):
         return self
 
     # -- DataTable's whole-table passes, for rows one line high ----------------------------
+
+    def _visible_rows(self) -> tuple[int, int]:
+        """Indexes of the first row on screen and the one after the last (a row of margin)."""
+        top = int(self.scroll_y)
+        return max(0, top - 1), top + self.size.height + 1
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        if self._hidden_stale is not None and self._hidden_stale != self._visible_rows():
+            self._hidden_stale = None
+            self._update_count += 1  # rows changed while off screen are on screen now
+        return super().render_lines(crop)
 
     @property
     def ordered_rows(self) -> list[Row]:

@@ -52,3 +52,25 @@ async def test_columns_fit_the_widest_cell_and_narrow_when_it_goes() -> None:
         await pilot.pause()
         assert table.columns["VM"].content_width == max(len(v.name) for v in vms if v is not long_one)  # type: ignore[index]
         assert table.virtual_size.height == len(vms) + 1  # one line per row and the header
+
+
+async def test_a_row_changed_off_screen_shows_its_new_cells_once_scrolled_to() -> None:
+    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
+    app = _Host()
+    async with app.run_test(size=(120, 10)) as pilot:
+        table = app.query_one(VmTable)
+        table.show(vms)
+        table.focus()
+        await pilot.press("G")  # drawn once at the bottom (cached), then back to the top
+        await pilot.pause()
+        await pilot.press("g")
+        await pilot.pause()
+        last = vms[-1]
+        table.show([*vms[:-1], replace(last, vcpus=97)])  # far below the 9 lines on screen
+        await pilot.pause()
+        assert table.get_row_at(len(vms) - 1)[3] == "97"
+        assert table._hidden_stale is not None  # it took the off-screen path
+        await pilot.press("G")
+        await pilot.pause()
+        screen_text = "\n".join(strip.text for strip in table.render_lines(table.region.reset_offset))
+        assert " 97 " in screen_text and last.name in screen_text
