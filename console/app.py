@@ -115,6 +115,9 @@ class HvcApp(App[None]):
             self.cpu_use = cpu_use(self.inventory, message.inventory) or self.cpu_use
         self.inventory = message.inventory
         found = message.alerts
+        if not self.screen_stack:  # a snapshot that arrives while the app closes
+            self.alerts = alerts(message.inventory) if found is None else found
+            return
         if isinstance(self.screen, InventoryScreen):
             try:
                 self.alerts = alerts(message.inventory) if found is None else found
