@@ -59,6 +59,7 @@ class HvcApp(App[None]):
         self.refresh_s = refresh_s
         self.inventory: Inventory | None = backend.snapshot()
         self.alerts: tuple[Alert, ...] = alerts(self.inventory)  # once per snapshot, for every view
+        self._analysed: tuple[Inventory, tuple[Alert, ...]] = (self.inventory, self.alerts)
         self.cpu_use: dict[str, float] = {}  # host → busy fraction, from the last two snapshots
         self.jobs = JobRunner(audit=lambda job, result: audit.record_job(job, result, backend.name))
         self.jobs.listen(self._job_event)
@@ -83,13 +84,24 @@ class HvcApp(App[None]):
 
     def _on_change(self, _change: Change) -> None:
         """Called from backend threads; post_message is the thread-safe way in."""
-        self.post_message(InventoryUpdated(self.backend.snapshot()))
+        self._post_snapshot(self.backend.snapshot())
+
+    def _post_snapshot(self, inv: Inventory) -> None:
+        """Post a snapshot with its alerts, computed here (a backend or worker thread, not the UI
+        loop) and once per snapshot: a refresh also notifies a change with the same snapshot."""
+        seen, found = self._analysed
+        if inv is seen and inv is self.inventory:
+            return  # already shown
+        if inv is not seen:
+            found = alerts(inv)
+            self._analysed = (inv, found)
+        self.post_message(InventoryUpdated(inv, found))
 
     @work(thread=True, exclusive=True, group="poll")
     def poll(self) -> None:
         """One refresh off the UI loop; the next is armed only after this one finished."""
         try:
-            self.post_message(InventoryUpdated(self.backend.refresh()))
+            self._post_snapshot(self.backend.refresh())
         except HvcError as exc:
             self.post_message(BackendFailed(exc.one_line()))
         except Exception as exc:  # a bug, not a host problem: report it and keep refreshing
@@ -99,17 +111,23 @@ class HvcApp(App[None]):
 
     @on(InventoryUpdated)
     def _updated(self, message: InventoryUpdated) -> None:
+        if message.inventory is self.inventory:
+            return  # the same snapshot again (a refresh also notifies a change): nothing to redo
         if self.inventory is not None and message.inventory.taken_at > self.inventory.taken_at:
             self.cpu_use = cpu_use(self.inventory, message.inventory) or self.cpu_use
         self.inventory = message.inventory
+        found = message.alerts
+        if not self.screen_stack:  # a snapshot that arrives while the app closes
+            self.alerts = alerts(message.inventory) if found is None else found
+            return
         if isinstance(self.screen, InventoryScreen):
             try:
-                self.alerts = alerts(message.inventory)
+                self.alerts = alerts(message.inventory) if found is None else found
                 self.screen.show(message.inventory)
             except Exception as exc:
                 report(self, exc, f"the {self.screen.SCOPE} view's refresh")
         else:
-            self.alerts = alerts(message.inventory)
+            self.alerts = alerts(message.inventory) if found is None else found
 
     @on(BackendFailed)
     def _failed(self, message: BackendFailed) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from textual.message import Message
 
+from backends.analysis import Alert
 from backends.models import Inventory, Job, JobResult
 
 
 class InventoryUpdated(Message):
-    """A fresh snapshot arrived; coalesces, since only the newest one matters."""
+    """A fresh snapshot arrived (with its alerts, computed off the UI loop); coalesces, since only
+    the newest one matters."""
 
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, alerts: tuple[Alert, ...] | None = None) -> None:
         super().__init__()
         self.inventory = inventory
+        self.alerts = alerts
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, InventoryUpdated)

@@ -9,13 +9,22 @@ from typing import ClassVar
 from rich.cells import cell_len
 from rich.text import Text
 from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.strip import Strip
 from textual.widgets import DataTable
+from textual.widgets._data_table import Row, RowKey
 
 Cell = str | Text
 
 
 class KeyedTable(DataTable[Cell]):
-    """Rows are (key, cells); unchanged rows are left alone, so refreshes stay cheap."""
+    """Rows are (key, cells); unchanged rows are left alone, so refreshes stay cheap.
+
+    Every row is one line high, which lets the table skip DataTable's whole-table passes (at
+    10,000 rows each cost tens of milliseconds to seconds): a row's offset is its index, column
+    widths come from the width counts kept here instead of measuring every cell, and a rebuild
+    adds its rows in one go. Drawing is DataTable's own, so the table looks the same.
+    """
 
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("j", "cursor_down", "Down", show=False),
@@ -34,6 +43,9 @@ class KeyedTable(DataTable[Cell]):
         self._all: list[tuple[str, tuple[Cell, ...]]] = []  # before filtering
         self._filter = ""
         self._widths: dict[str, Counter[int]] = {}  # column → how many shown cells have each width
+        self._ordered: list[Row] | None = None  # DataTable.ordered_rows, kept until rows come or go
+        self._grow_only = False  # the next width update follows added rows (columns only widen)
+        self._hidden_stale: tuple[int, int] | None = None  # rows on screen when off-screen rows changed
 
     def on_mount(self) -> None:
         for name in self._columns:
@@ -54,13 +66,25 @@ class KeyedTable(DataTable[Cell]):
         if list(new) != list(self._rows):
             self._rebuild(new)
             return
-        for key, cells in new.items():
+        top, bottom = self._visible_rows()
+        for index, (key, cells) in enumerate(new.items()):
             old = self._rows[key]
             if old is cells:
                 continue
             for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
-                if before != after:
-                    self.update_cell(key, column, after, update_width=self._width_changes(column, before, after))
+                if before == after:
+                    continue
+                wider = self._width_changes(column, before, after)
+                if top <= index < bottom:
+                    self.update_cell(key, column, after, update_width=wider)
+                    continue
+                # Off screen: DataTable would drop every cached line for it (the visible ones too);
+                # the caches are dropped when the rows on screen change instead (render_lines).
+                self._data[RowKey(key)][self.columns[column].key] = after  # type: ignore[index]
+                self._hidden_stale = (top, bottom)
+                if wider:
+                    self._require_update_dimensions = True
+                    self.check_idle()
         self._rows = new
         self._keys = list(new)
 
@@ -82,8 +106,7 @@ class KeyedTable(DataTable[Cell]):
         self._widths = {column: Counter(_width(cells[i]) for cells in new.values())
                         for i, column in enumerate(self._columns)}
         self.clear()
-        for key, cells in new.items():
-            self.add_row(*cells, key=key)
+        self._add_rows(new)
         self._rows = new
         self._keys = list(new)
         if current in new:
@@ -93,11 +116,100 @@ class KeyedTable(DataTable[Cell]):
             self.call_after_refresh(self.scroll_to, y=max(0, row - self.scrollable_content_region.height // 2),
                                     animate=False)
 
+    def _add_rows(self, new: dict[str, tuple[Cell, ...]]) -> None:
+        """What ``add_row`` does for each row, once for all of them (it re-validates the cursor and
+        wakes the idle handler per row)."""
+        columns = [self.columns[c].key for c in self._columns]  # type: ignore[index]
+        locations, data, rows = self._row_locations, self._data, self.rows
+        first = self.row_count == 0
+        for index, (key, cells) in enumerate(new.items(), start=self.row_count):
+            row_key = RowKey(key)
+            locations[row_key] = index
+            data[row_key] = dict(zip(columns, cells, strict=True))
+            rows[row_key] = Row(row_key, 1)
+        self._ordered = None
+        self._grow_only = True  # as DataTable: added rows widen columns, never narrow them
+        self._require_update_dimensions = True
+        self._update_count += 1
+        self.cursor_coordinate = self.cursor_coordinate
+        if first and new and self.columns and self.show_cursor and self.cursor_type != "none":
+            self._highlight_cursor()
+        self.check_idle()
+
+    def clear(self, columns: bool = False) -> KeyedTable:
+        self._ordered = None
+        super().clear(columns)
+        return self
+
+    # -- DataTable's whole-table passes, for rows one line high ----------------------------
+
+    def _visible_rows(self) -> tuple[int, int]:
+        """Indexes of the first row on screen and the one after the last (a row of margin)."""
+        top = int(self.scroll_y)
+        return max(0, top - 1), top + self.size.height + 1
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        if self._hidden_stale is not None and self._hidden_stale != self._visible_rows():
+            self._hidden_stale = None
+            self._update_count += 1  # rows changed while off screen are on screen now
+        return super().render_lines(crop)
+
+    @property
+    def ordered_rows(self) -> list[Row]:
+        ordered = getattr(self, "_ordered", None)  # DataTable.__init__ asks before ours has run
+        if ordered is None or len(ordered) != len(self.rows):
+            ordered = self._ordered = [self.rows[self._row_locations.get_key(i)] for i in range(len(self.rows))]
+        return ordered
+
+    @property
+    def _y_offsets(self) -> _Offsets:  # type: ignore[override]
+        return _Offsets(self)
+
+    def _get_row_region(self, row_index: int) -> Region:
+        if not self.is_valid_row_index(row_index):
+            return Region(0, 0, 0, 0)
+        width = sum(column.get_render_width(self) for column in self.columns.values()) + self._row_label_column_width
+        return Region(0, row_index + (self.header_height if self.show_header else 0), max(self.size.width, width), 1)
+
+    def _update_dimensions(self, new_rows: object) -> None:
+        """Column widths from the kept width counts (the widest shown cell, or the label); after
+        rows were added, as DataTable does, a column keeps its width if that is wider."""
+        self._new_rows.clear()
+        for name in self._columns:
+            column = self.columns[name]  # type: ignore[index]
+            widths = self._widths.get(name)
+            wanted = max(cell_len(column.label.plain), max(widths) if widths else 0)
+            column.content_width = max(wanted, column.content_width) if self._grow_only else wanted
+        self._grow_only = False
+        width = sum(column.get_render_width(self) for column in self.columns.values()) + self._row_label_column_width
+        self.virtual_size = Size(width, self.row_count + (self.header_height if self.show_header else 0))
+
+    def _update_column_widths(self, updated_cells: object) -> None:
+        self._require_update_dimensions = True
+
     @property
     def current_key(self) -> str | None:
         if not self._keys or not 0 <= self.cursor_row < len(self._keys):
             return None
         return self._keys[self.cursor_row]
+
+
+class _Offsets:
+    """DataTable's line → (row key, line in row) list, without building it: row i is line i."""
+
+    def __init__(self, table: KeyedTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return self._table.row_count
+
+    def __getitem__(self, y: int) -> tuple[RowKey, int]:
+        if not 0 <= y < self._table.row_count:
+            raise IndexError(y)
+        return self._table._row_locations.get_key(y), 0
+
+    def clear(self) -> None:
+        """DataTable.clear empties the list; there is nothing kept to empty."""
 
 
 def _width(cell: Cell) -> int:

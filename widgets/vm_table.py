@@ -15,21 +15,26 @@ NONE = Text("-", style="dim")
 
 
 class VmTable(KeyedTable):
-    """Rows are keyed ``name@host``: a VM name may exist on two hosts (after a migration)."""
+    """Rows are keyed by the VM's UUID, which a migration keeps (so the row is updated in place,
+    not the table rebuilt); should a UUID show twice (mid-migration on two hosts), the later
+    row's key is ``uuid@host``. ``vm(key)`` is the VM a row shows."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(("VM", "host", "state", "vCPUs", "memory", "vNUMA", "devices", "replica",
                           "res/pin"), **kwargs)
         self._made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}  # key → (what is shown, its cells)
+        self._vms: dict[str, Vm] = {}  # key → the VM its row shows
 
     def show(self, vms: Iterable[Vm], replicated: Collection[str] = (), lagging: Collection[str] = ()) -> None:
         """Cells are made only for VMs whose shown facts changed; others keep the same tuple, which
         the table skips without comparing."""
         rows: list[tuple[str, tuple[Cell, ...]]] = []
         made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}
+        keyed: dict[str, Vm] = {}
         for vm in vms:
-            key = f"{vm.name}@{vm.host}"
-            shown = (vm.state, vm.vcpus, vm.memory_kib, vm.vnuma, len(vm.devices), vm.name in lagging,
+            key = vm.uuid if vm.uuid not in keyed else f"{vm.uuid}@{vm.host}"
+            keyed[key] = vm
+            shown = (vm.name, vm.host, vm.state, vm.vcpus, vm.memory_kib, vm.vnuma, len(vm.devices), vm.name in lagging,
                      vm.name in replicated, vm.residency)
             before = self._made.get(key)
             if before is not None and before[0] == shown:
@@ -47,7 +52,16 @@ class VmTable(KeyedTable):
             made[key] = (shown, cells)
             rows.append((key, cells))
         self._made = made
+        self._vms = keyed
         self.set_rows(rows)
+
+    def vm(self, key: str | None) -> Vm | None:
+        """The VM the row ``key`` shows (None for no row)."""
+        return self._vms.get(key) if key is not None else None
+
+    def key_of(self, name: str, host: str) -> str | None:
+        """The row key of VM ``name`` on ``host``, if it has a row."""
+        return next((k for k, v in self._vms.items() if v.name == name and v.host == host), None)
 
 
 def residency_cell(vm: Vm) -> Cell:

@@ -89,8 +89,8 @@ class ServicesScreen(InventoryScreen):
         await self.app.switch_mode("vms")
         table = self.app.screen.query_one(VmTable)
         table.set_filter("")
-        key = f"{svc.vm}@{svc.host}"
-        if key in table._rows:
+        key = table.key_of(svc.vm, svc.host)
+        if key is not None and key in table._rows:
             row = table.get_row_index(key)
             table.move_cursor(row=row, scroll=False)
             # Centred once the view has its size (the detail pane below grows with the new VM).

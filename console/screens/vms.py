@@ -52,11 +52,8 @@ class VmsScreen(InventoryScreen):
         self._show_detail()
 
     def selected(self) -> Vm | None:
-        inv, key = self.hvc.inventory, self.query_one(VmTable).current_key
-        if inv is None or key is None:
-            return None
-        name, _, host = key.partition("@")
-        return next((v for v in inv.vms if v.name == name and v.host == host), None)
+        table = self.query_one(VmTable)
+        return table.vm(table.current_key)
 
     def _show_detail(self) -> None:
         inv, vm = self.hvc.inventory, self.selected()

@@ -6,7 +6,7 @@ from textual.command import CommandPalette
 from textual.widgets import Input, Static
 
 from backends.errors import HostUnreachable
-from backends.models import Inventory, VmState
+from backends.models import Inventory, Vm, VmState
 from backends.sim.backend import SimBackend
 from backends.sim.fleet import demo_fleet_path, load_fleet
 from console.app import HvcApp
@@ -57,7 +57,7 @@ async def test_slash_filters_the_vm_list_and_escape_clears_it() -> None:
         assert isinstance(app.focused, Input)
         await pilot.press(*"batch")
         table = app.screen.query_one(VmTable)
-        assert table.row_count == 4 and all(str(k.value).startswith("batch-") for k in table.rows)
+        assert table.row_count == 4 and all(_place(table.vm(str(k.value))).startswith("batch-") for k in table.rows)
         await pilot.press("enter")
         assert app.focused is table and table.row_count == 4  # the filter stays
         await pilot.press("slash", "escape")
@@ -69,9 +69,9 @@ async def test_sort_detail_and_vnuma_placement() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2", "o", "o", "o", "o")  # name → host → state → vcpus → memory
         table = app.screen.query_one(VmTable)
-        order = [str(k.value) for k in table.rows]
+        order = [_place(table.vm(str(k.value))) for k in table.rows]
         assert order[:2] == ["ml-train-01@fra-gpu01", "erp-db-01@fra-hv04"]  # the biggest VMs first
-        assert table.current_key == "analytics-01@fra-hv02"  # the cursor stays on the VM it was on
+        assert _place(table.vm(table.current_key)) == "analytics-01@fra-hv02"  # the cursor stays on the VM it was on
         await pilot.press("g")
         vm = app.screen.selected()  # type: ignore[attr-defined]
         assert vm is not None and vm.name == "ml-train-01"
@@ -155,3 +155,7 @@ async def _jobs_done(app: HvcApp, pilot) -> None:  # type: ignore[no-untyped-def
     await pilot.pause(0.2)
     await app.workers.wait_for_complete()
     await pilot.pause()
+
+
+def _place(vm: Vm | None) -> str:
+    return f"{vm.name}@{vm.host}" if vm else "-"

@@ -29,7 +29,8 @@ async def test_the_view_lists_services_and_enter_opens_the_vm() -> None:
         await pilot.pause()
         assert isinstance(app.screen, VmsScreen)
         vms = app.screen.query_one(VmTable)
-        assert vms.current_key == "storage-svc-02@fra-hv01"
+        vm = vms.vm(vms.current_key)
+        assert vm is not None and (vm.name, vm.host) == ("storage-svc-02", "fra-hv01")
         await pilot.pause(0.1)
         assert vms.scroll_y <= vms.cursor_row < vms.scroll_y + vms.size.height - 1  # scrolled into view (header row)
 

@@ -37,7 +37,8 @@ async def test_every_view_shows_the_lab(app: HvcApp, lab: LabStatus) -> None:
         numa_text = app.screen.query_one("#numa").render()
         assert numa_text is not None
         await pilot.press("escape", "2")
-        keys = {str(k.value).split("@")[0] for k in app.screen.query_one(VmTable).rows}
+        table = app.screen.query_one(VmTable)
+        keys = {vm.name for k in table.rows if (vm := table.vm(str(k.value))) is not None}
         assert {"hvc-lab-numa", "hvc-lab-idle", "hvc-lab-b1"} <= keys
         await pilot.press("slash", *"hvc-lab-numa", "enter")
         detail = plain(app.screen.query_one("#detail", Static))

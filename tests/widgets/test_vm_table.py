@@ -1,0 +1,76 @@
+"""The VM table keys rows by UUID: a migration updates the row in place, the cursor stays on the VM."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from textual.app import App, ComposeResult
+
+from backends.sim.backend import SimBackend
+from backends.sim.fleet import demo_fleet_path, load_fleet
+from widgets.vm_table import VmTable
+
+
+class _Host(App[None]):
+    def compose(self) -> ComposeResult:
+        yield VmTable()
+
+
+async def test_a_migrated_vm_keeps_its_row_and_the_cursor() -> None:
+    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
+    app = _Host()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(VmTable)
+        table.show(vms)
+        await pilot.pause()
+        table.move_cursor(row=5)
+        moving = table.vm(table.current_key)
+        assert moving is not None
+        rebuilt: list[object] = []
+        table._rebuild = lambda new: rebuilt.append(new)  # type: ignore[method-assign]
+        elsewhere = "fra-hv09" if moving.host != "fra-hv09" else "fra-hv01"
+        table.show([replace(v, host=elsewhere) if v is moving else v for v in vms])
+        await pilot.pause()
+        assert rebuilt == []  # updated in place
+        now = table.vm(table.current_key)
+        assert now is not None and (now.name, now.host) == (moving.name, elsewhere)
+        assert table.get_row(table.current_key)[1] == elsewhere  # the host cell shows the new host
+        assert table.cursor_row == 5
+
+
+async def test_columns_fit_the_widest_cell_and_narrow_when_it_goes() -> None:
+    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
+    app = _Host()
+    async with app.run_test(size=(160, 40)) as pilot:
+        table = app.query_one(VmTable)
+        table.show(vms)
+        await pilot.pause()
+        widest = max(len(v.name) for v in vms)
+        assert table.columns["VM"].content_width == widest  # type: ignore[index]
+        long_one = next(v for v in vms if len(v.name) == widest)
+        table.show([replace(v, name="x") if v is long_one else v for v in vms])
+        await pilot.pause()
+        assert table.columns["VM"].content_width == max(len(v.name) for v in vms if v is not long_one)  # type: ignore[index]
+        assert table.virtual_size.height == len(vms) + 1  # one line per row and the header
+
+
+async def test_a_row_changed_off_screen_shows_its_new_cells_once_scrolled_to() -> None:
+    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
+    app = _Host()
+    async with app.run_test(size=(120, 10)) as pilot:
+        table = app.query_one(VmTable)
+        table.show(vms)
+        table.focus()
+        await pilot.press("G")  # drawn once at the bottom (cached), then back to the top
+        await pilot.pause()
+        await pilot.press("g")
+        await pilot.pause()
+        last = vms[-1]
+        table.show([*vms[:-1], replace(last, vcpus=97)])  # far below the 9 lines on screen
+        await pilot.pause()
+        assert table.get_row_at(len(vms) - 1)[3] == "97"
+        assert table._hidden_stale is not None  # it took the off-screen path
+        await pilot.press("G")
+        await pilot.pause()
+        screen_text = "\n".join(strip.text for strip in table.render_lines(table.region.reset_offset))
+        assert " 97 " in screen_text and last.name in screen_text
