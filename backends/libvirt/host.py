@@ -121,6 +121,7 @@ class HostConnection:
         self._facts: dict[str, DomainFacts] = {}
         self._last_state: dict[str, VmState] = {}
         self._dirty: set[str] = set()
+        self._started = 0  # the generation the refresh under way (or the last one) will publish
         self._devices: tuple[PciDevice, ...] | None = None
         self._pools: tuple[StoragePool, ...] | None = None
         self._indexed: tuple[StoragePool, ...] | None = None
@@ -133,8 +134,10 @@ class HostConnection:
         self._thread.start()
 
     def request_refresh(self) -> int:
-        """Ask for a refresh now; returns the generation that will answer it."""
-        target = self.view.generation + 1
+        """Ask for a refresh now; returns the generation that will answer it: one that starts after
+        this call (a refresh already under way may have read its domains before the request)."""
+        with self._lock:
+            target = self._started + 1
         self._wake.set()
         return target
 
@@ -151,7 +154,8 @@ class HostConnection:
 
     def forget(self, uuid: str) -> None:
         """Re-read this domain's XML at the next refresh (an operation changed it)."""
-        self._dirty.add(uuid)
+        with self._lock:
+            self._dirty.add(uuid)
 
     def close(self) -> None:
         self._stop.set()
@@ -172,6 +176,9 @@ class HostConnection:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
                     continue
+            with self._lock:
+                self._wake.clear()  # a request from now on gets the next refresh
+                self._started = self.view.generation + 1
             try:
                 self._refresh()
             except libvirt.libvirtError as exc:
@@ -181,7 +188,6 @@ class HostConnection:
                 self._publish(replace(self.view, error=libvirt_reason(exc), generation=self.view.generation + 1))
             self.first_attempt.set()
             self._wake.wait(self.poll_s)
-            self._wake.clear()
 
     # -- connection --------------------------------------------------------------------
 
@@ -217,7 +223,9 @@ class HostConnection:
 
     def _domain_event(self, kind: str) -> Callable[..., None]:
         def callback(_conn: Any, dom: Any, *args: Any) -> None:
-            self._dirty.add(dom.UUIDString())
+            uuid = dom.UUIDString()
+            with self._lock:
+                self._dirty.add(uuid)
             self._on_event(DomainEvent(self.uri, kind, dom.name(), args[:-1]))
             self._wake.set()
 
@@ -302,7 +310,8 @@ class HostConnection:
     def _domains(self, conn: Any) -> tuple[tuple[Vm, ...], tuple[DiskChain, ...]]:
         self._count("getAllDomainStats")
         stats = conn.getAllDomainStats(_STATS, 0)
-        dirty, self._dirty = self._dirty, set()
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
         vms: list[Vm] = []
         chains: list[DiskChain] = []
         seen: set[str] = set()
