@@ -191,7 +191,7 @@ async def test_a_slow_host_does_not_slow_the_keys(tmp_path: Path, monkeypatch: p
                 worst = max(picker, *slowed)
                 faults.slow.clear()
         figures.notes.append(f"key→frame with a host answering in 3 s per call: worst {worst * 1000:.0f} ms "
-                             f"(N, a picker the slow host checks: {picker * 1000:.0f} ms; "
+                             f"(N while a refresh waits on the slow host: {picker * 1000:.0f} ms; "
                              f"view switches {max(slowed) * 1000:.0f} ms, "
                              f"{max(fast) * 1000:.0f} ms with every host fast)")
     finally:
