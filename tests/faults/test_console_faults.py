@@ -185,8 +185,9 @@ async def test_a_slow_host_does_not_slow_the_keys(tmp_path: Path, monkeypatch: p
                 # Textual a few hundred ms on a loaded machine whatever the hosts do, so view keys
                 # are held to what they cost with every host fast (the generous bound, or three times
                 # that), and always below half a host call, which a key waiting on the host would take.
-                assert picker <= KEY_TO_FRAME_BOUND_S, f"N took {picker:.3f}s to show while a host was slow"
+                # N may answer with the picker itself: a screen push, which costs what a view switch does.
                 bound = min(1.5, max(KEY_TO_FRAME_BOUND_S, 3 * max(fast)))
+                assert picker <= bound, f"N took {picker:.3f}s to show while a host was slow (bound {bound:.3f}s)"
                 assert max(slowed) <= bound, f"view keys: {slowed} with a slow host, {fast} without"
                 worst = max(picker, *slowed)
                 faults.slow.clear()
