@@ -6,7 +6,7 @@ from textual.widgets import OptionList, Static
 
 from console.screens.dialogs import ConfirmScreen
 from console.screens.picker import PickerScreen
-from tests.console.conftest import demo_app
+from tests.console.conftest import demo_app, highlight
 from tests.text import plain
 from widgets.device_tree import DeviceTree
 from widgets.image_list import ImageList
@@ -43,8 +43,7 @@ async def test_detach_then_attach_from_the_devices_view() -> None:
                     if options.get_option_at_index(i).disabled]
         assert "hpc-solver-01|fra-hv03|-" in disabled  # no A100 on fra-hv03: shown, with the reason
         assert {"ml-train-01|fra-gpu01|0000:17:00.0", "ml-train-01|fra-gpu01|0000:e3:00.0"} <= set(ids)
-        while options.get_option_at_index(options.highlighted or 0).id != "ml-train-01|fra-gpu01|0000:e3:00.0":
-            await pilot.press("j")
+        await highlight(app, pilot, "ml-train-01|fra-gpu01|0000:e3:00.0")
         await pilot.press("enter")
         records = app.jobs.all()
         assert len(records) == 2 and records[-1].done.wait(10)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from textual.widgets import OptionList, Static
 
-from console.screens.dialogs import ConfirmScreen
 from console.screens.jobs import JobsScreen
 from console.screens.picker import PickerScreen
-from tests.console.conftest import demo_app
+from tests.console.conftest import demo_app, highlight, pick_and_confirm
 from tests.text import plain
 from widgets.job_table import JobTable
 
@@ -20,14 +19,7 @@ async def test_migrate_from_the_vms_view_with_a_host_picker() -> None:
         options = app.screen.query_one(OptionList)
         labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
         assert not any(label.startswith("fra-hv01") for label in labels)  # not its own host
-        while options.get_option_at_index(options.highlighted or 0).id != "dub-hv01":
-            await pilot.press("j")
-        await pilot.press("enter")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("y")
-        (record,) = app.jobs.all()
-        assert record.done.wait(10)
-        await pilot.pause(0.2)
+        record = await pick_and_confirm(app, pilot, "dub-hv01")
         assert app.backend.snapshot().vm("web-01").host == "dub-hv01"  # type: ignore[union-attr]
         await pilot.press("5")
         assert isinstance(app.screen, JobsScreen)
@@ -86,8 +78,7 @@ async def test_migrate_a_vm_off_a_host_from_its_numa_view() -> None:
         options = app.screen.query_one(OptionList)
         ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
         assert "web-01" in ids and "cache-01" not in ids  # only running VMs can move live
-        while options.get_option_at_index(options.highlighted or 0).id != "web-01":
-            await pilot.press("j")
+        await highlight(app, pilot, "web-01")
         await pilot.press("enter")
         assert isinstance(app.screen, PickerScreen)  # now: where to?
         await pilot.press("enter", "y")

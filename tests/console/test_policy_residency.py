@@ -5,10 +5,9 @@ from __future__ import annotations
 from textual.widgets import Input, OptionList, Static
 
 from console import audit
-from console.screens.dialogs import ConfirmScreen
 from console.screens.input_dialog import InputScreen
 from console.screens.picker import PickerScreen
-from tests.console.conftest import demo_app
+from tests.console.conftest import demo_app, pick_and_confirm
 from tests.text import plain
 from widgets.device_tree import DeviceTree
 
@@ -28,14 +27,7 @@ async def test_device_op_shows_the_decisions_runs_the_translation_and_lists_it_a
         by_id = {options.get_option_at_index(i).id: options.get_option_at_index(i) for i in range(options.option_count)}
         assert by_id["rom-write"].disabled and "option ROM" in str(by_id["rom-write"].prompt)
         assert not by_id["bus-reset"].disabled and "runs flr instead" in str(by_id["bus-reset"].prompt)
-        while options.get_option_at_index(options.highlighted or 0).id != "bus-reset":
-            await pilot.press("j")
-        await pilot.press("enter")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("y")
-        (record,) = app.jobs.all()
-        assert record.done.wait(10)
-        await pilot.pause(0.3)
+        await pick_and_confirm(app, pilot, "bus-reset")
         assert app.backend.device_state[("fra-hv01", "0000:18:01.0")].resets == 1  # type: ignore[attr-defined]
         entries = [e for e in audit.read() if e["kind"] == "device-op"]
         assert len(entries) == 1 and "bus-reset translated to flr" in entries[0]["what"]

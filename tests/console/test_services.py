@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from textual.widgets import OptionList, Static
 
-from console.screens.dialogs import ConfirmScreen
 from console.screens.picker import PickerScreen
 from console.screens.services import ServicesScreen, ServiceTable
 from console.screens.vms import VmsScreen
-from tests.console.conftest import demo_app
+from tests.console.conftest import demo_app, pick_and_confirm
 from tests.text import plain
 from widgets.device_tree import DeviceTree
 from widgets.vm_table import VmTable
@@ -46,14 +45,7 @@ async def test_move_a_service_from_the_picker_and_see_the_vf_in_the_device_tree(
         assert prompts["fra-hv03"].disabled  # refused: no free VF, reason shown
         assert "no free SR-IOV VF" in str(prompts["fra-hv03"].prompt)
         assert "fra-hv02" not in prompts  # its own host
-        while options.get_option_at_index(options.highlighted or 0).id != "dub-hv01":
-            await pilot.press("j")
-        await pilot.press("enter")
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("y")
-        (record,) = app.jobs.all()
-        assert record.done.wait(20)
-        await pilot.pause(0.2)
+        await pick_and_confirm(app, pilot, "dub-hv01", timeout=20)
         svc = next(s for s in app.backend.snapshot().services if s.name == "iscsi-tier1")
         assert (svc.host, svc.vf, svc.identifier) == ("dub-hv01", "0000:18:01.0", "02:5e:10:00:00:01")
         await pilot.press("3")
