@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from backends.base import Backend
@@ -34,10 +37,27 @@ def open_backend(
     from backends.sim.backend import SimBackend
     from backends.sim.fleet import demo_fleet_path, load_fleet
 
-    if scale:
-        from backends.sim.scale import generate_fleet, parse_scale
+    with _collector_paused():
+        if scale:
+            from backends.sim.scale import generate_fleet, parse_scale
 
-        spec = generate_fleet(*parse_scale(scale))
-    else:
-        spec = load_fleet(fleet or demo_fleet_path())
-    return SimBackend(spec, clock, read_only=read_only)
+            spec = generate_fleet(*parse_scale(scale))
+        else:
+            spec = load_fleet(fleet or demo_fleet_path())
+        backend = SimBackend(spec, clock, read_only=read_only)
+    # The fleet lives as long as the process: later collections need not scan it again.
+    gc.freeze()
+    return backend
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building a fleet allocates a few hundred thousand objects that all stay alive (10,000 VMs:
+    ~0.15 s of collections finding nothing); the collector runs again afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
