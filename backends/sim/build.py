@@ -62,8 +62,9 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
+    rng = random.Random()  # reseeded per VM and per disk: the same draws as a new Random each time
     for v in spec.vms:
-        rng = random.Random(f"{spec.seed}:{v.name}")
+        rng.seed(f"{spec.seed}:{v.name}")
         vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], rng)
         boot[v.name] = (now - rng.uniform(3_600, 90 * 86_400), rng.uniform(0.05, 0.85))
     devices = {}
@@ -85,17 +86,16 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
     replicas: dict[tuple[str, str], ReplicaState] = {}
     for v in spec.vms:
         for disk in v.disks:
-            chain = make_chain(v, disk, random.Random(f"{spec.seed}:{v.name}:{disk.target}"))
-            chains[(v.name, disk.target)] = chain
+            rng.seed(f"{spec.seed}:{v.name}:{disk.target}")
+            chain = chains[(v.name, disk.target)] = make_chain(v, disk, rng)
             if v.replica:
-                replicas[(v.name, disk.target)] = ReplicaState(
+                state = replicas[(v.name, disk.target)] = ReplicaState(
                     vm=v.name, disk=disk.target, to=v.replica.to, rpo_s=v.replica.rpo_s,
                     last_sync=now - v.replica.lag_s,
                     present=max(1, len(chain.layers) - v.replica.missing),
                     shipping=v.replica.shipping and v.replica.missing > 0,
                 )
-                replicas[(v.name, disk.target)].sums = [
-                    layer_sum(layer) for layer in chain.layers[: replicas[(v.name, disk.target)].present]]
+                state.sums = [layer_sum(layer) for layer in chain.layers[: state.present]]
     services = {}
     for svc in spec.services:
         vm = vms[svc.vm]
