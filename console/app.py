@@ -285,6 +285,8 @@ class HvcApp(App[None]):
 
     @on(JobFinished)
     def _job_finished(self, message: JobFinished) -> None:
+        if not self.screen_stack:  # a job cancelled as the app closes: nothing left to show it on
+            return
         try:
             self._show_finished(message)
         except Exception as exc:
