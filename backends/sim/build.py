@@ -166,10 +166,10 @@ def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], rng: ran
                 cursors[cell] += 1
                 vcpu += 1
     return Vm(
-        name=v.name, uuid=str(_uuid(rng)), host=v.host, state=v.state, vcpus=v.vcpus,
+        name=v.name, uuid=_uuid(rng), host=v.host, state=v.state, vcpus=v.vcpus,
         memory_kib=v.memory_kib, max_memory_kib=v.memory_kib * 3 // 2, vnuma=tuple(vnuma),
         pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,),
-        disks=tuple(d.target for d in v.disks),
+        disks=tuple([d.target for d in v.disks]),
     )
 
 
