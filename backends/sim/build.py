@@ -58,7 +58,13 @@ class BuiltFleet:
 
 
 def build(spec: FleetSpec, now: float) -> BuiltFleet:
-    cells = {h.name: host_cells(h) for h in spec.hosts}
+    shapes: dict[tuple[object, ...], tuple[NumaCell, ...]] = {}  # hosts alike share their (frozen) cells
+    cells = {}
+    for h in spec.hosts:
+        shape = (h.cells, h.smt, h.sockets, h.distances)  # all that host_cells reads
+        if shape not in shapes:
+            shapes[shape] = host_cells(h)
+        cells[h.name] = shapes[shape]
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
