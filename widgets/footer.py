@@ -17,7 +17,7 @@ class Footer(TextualFooter):
     _rebuild_queued = False
     _built: Any = None
 
-    def bindings_changed(self, screen: Screen) -> None:
+    def bindings_changed(self, screen: Screen[Any]) -> None:
         self._bindings_ready = True
         if not screen.app.app_focus or not self.is_attached or screen is not self.screen:
             return
@@ -35,10 +35,11 @@ class Footer(TextualFooter):
             await self.recompose()
 
     def _shown(self) -> tuple[object, ...]:
-        """Everything ``Footer.compose`` reads from the bindings."""
+        """Everything ``Footer.compose`` reads: the shown bindings and the command palette's."""
         app = self.app
         return (self.show_command_palette, app.ENABLE_COMMAND_PALETTE, app.COMMAND_PALETTE_BINDING, *(
             (key, binding.key, app.get_key_display(binding), binding.description, binding.action,
-             binding.group, binding.show, binding.tooltip, enabled, tooltip)
+             binding.group, binding.tooltip, enabled, tooltip)
             for key, (_, binding, enabled, tooltip) in self.screen.active_bindings.items()
+            if binding.show or key == app.COMMAND_PALETTE_BINDING
         ))
