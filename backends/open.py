@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from backends.base import Backend
@@ -34,10 +37,28 @@ def open_backend(
     from backends.sim.backend import SimBackend
     from backends.sim.fleet import demo_fleet_path, load_fleet
 
-    if scale:
-        from backends.sim.scale import generate_fleet, parse_scale
+    with _long_lived():
+        if scale:
+            from backends.sim.scale import generate_fleet, parse_scale
 
-        spec = generate_fleet(*parse_scale(scale))
-    else:
-        spec = load_fleet(fleet or demo_fleet_path())
-    return SimBackend(spec, clock, read_only=read_only)
+            spec = generate_fleet(*parse_scale(scale))
+        else:
+            spec = load_fleet(fleet or demo_fleet_path())
+        return SimBackend(spec, clock, read_only=read_only)
+
+
+@contextmanager
+def _long_lived() -> Iterator[None]:
+    """Building a fleet allocates a few hundred thousand objects that all stay alive as long as the
+    backend: collecting while they are made finds nothing (10,000 VMs: ~0.15 s), and so would every
+    later full collection scanning them again. So no collection runs while they are made, and they
+    are then frozen out of the collector's generations (before it is enabled again: else its
+    first pass scans all of them at once)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+    finally:
+        if was:
+            gc.enable()

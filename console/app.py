@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from importlib import import_module
 
 from textual import on, work
 from textual.actions import ActionParseResult
 from textual.app import App
 from textual.dom import DOMNode
+from textual.screen import Screen
 
 from backends.analysis import Alert, alerts
 from backends.base import Backend, Change, Operation
@@ -24,17 +26,20 @@ from console.messages import BackendFailed, InventoryUpdated, JobFinished, JobPr
 from console.off_ui import off_ui
 from console.palette import ActionCommands
 from console.screens.base import InventoryScreen
-from console.screens.devices import DevicesScreen
-from console.screens.dialogs import ConfirmScreen, HelpScreen
 from console.screens.fleet import FleetScreen
-from console.screens.host import HostScreen
-from console.screens.jobs import JobsScreen
-from console.screens.picker import PickerScreen
-from console.screens.replication import ReplicationScreen
-from console.screens.services import ServicesScreen
-from console.screens.vms import VmsScreen
 
 REFRESH_S = 2.0
+
+
+def _view(module: str, name: str) -> Callable[[], Screen[None]]:
+    """A view imported when it is first shown: the console starts on the Fleet view, and the
+    others' modules (and their widgets) need not be loaded before its first frame."""
+
+    def make() -> Screen[None]:
+        screen: type[Screen[None]] = getattr(import_module(f"console.screens.{module}"), name)
+        return screen()
+
+    return make
 
 
 class HvcApp(App[None]):
@@ -42,11 +47,11 @@ class HvcApp(App[None]):
     TITLE = "hvc"
     MODES = {  # noqa: RUF012 - Textual reads these as class attributes
         "fleet": FleetScreen,
-        "vms": VmsScreen,
-        "devices": DevicesScreen,
-        "replication": ReplicationScreen,
-        "jobs": JobsScreen,
-        "services": ServicesScreen,
+        "vms": _view("vms", "VmsScreen"),
+        "devices": _view("devices", "DevicesScreen"),
+        "replication": _view("replication", "ReplicationScreen"),
+        "jobs": _view("jobs", "JobsScreen"),
+        "services": _view("services", "ServicesScreen"),
     }
     DEFAULT_MODE = "fleet"
     BINDINGS = bindings("app")
@@ -75,7 +80,9 @@ class HvcApp(App[None]):
             self.notify(f"[keys] in the config names unknown actions: {', '.join(self.unknown_keys)}; "
                         "they are ignored", severity="warning", timeout=8)
         self._unwatch = self.backend.watch(self._on_change)
-        self.poll()
+        # The snapshot the view shows was just taken: refresh after its first frame, not against it
+        # (at 10,000 VMs a refresh holds the GIL for ~0.3 s).
+        self.call_after_refresh(self.poll)
 
     def on_unmount(self) -> None:
         self._unwatch()
@@ -181,9 +188,13 @@ class HvcApp(App[None]):
             self.screen.action_filter()
 
     def action_help(self) -> None:
+        from console.screens.dialogs import HelpScreen
+
         self.push_screen(HelpScreen(getattr(self.screen, "SCOPE", "app"), self.keymap))
 
     def open_host(self, host: str) -> None:
+        from console.screens.host import HostScreen
+
         self.push_screen(HostScreen(host))
 
     # -- operations --------------------------------------------------------------------
@@ -196,6 +207,7 @@ class HvcApp(App[None]):
         """Pick a destination (hosts that cannot take it say why), confirm, migrate."""
         if self.inventory is None:
             return
+        from console.screens.picker import PickerScreen
 
         def chosen(host: str | None) -> None:
             if host:
@@ -207,6 +219,8 @@ class HvcApp(App[None]):
     def pick(self, title: str, choices: Callable[[], list[Choice]], chosen: Callable[[str | None], None],
              empty: str = "") -> None:
         """A picker whose choices the backend checks (off the UI thread); ``empty``: the status when there are none."""
+
+        from console.screens.picker import PickerScreen
 
         def show(found: list[Choice]) -> None:
             if not found and empty:
@@ -238,6 +252,8 @@ class HvcApp(App[None]):
             self._start(op)
             return
 
+        from console.screens.dialogs import ConfirmScreen
+
         def answered(yes: bool | None) -> None:
             if yes:
                 self._start(op)
@@ -264,11 +280,13 @@ class HvcApp(App[None]):
 
     @on(JobProgressed)
     def _job_progressed(self, _message: JobProgressed) -> None:
-        if isinstance(self.screen, JobsScreen):
-            self.screen.show_jobs()
+        if self._on_jobs_view():
+            self.screen.show_jobs()  # type: ignore[attr-defined]
 
     @on(JobFinished)
     def _job_finished(self, message: JobFinished) -> None:
+        if not self.screen_stack:  # a job cancelled as the app closes: nothing left to show it on
+            return
         try:
             self._show_finished(message)
         except Exception as exc:
@@ -281,8 +299,13 @@ class HvcApp(App[None]):
             self._status(f"{job.id}: {job.description} — done in {result.duration_s:.1f}s")
         else:
             self._status(f"{job.id}: {job.description} — {result.outcome.value}: {result.reason}", error=True)
-        if isinstance(self.screen, JobsScreen):
-            self.screen.show_jobs()
+        if self._on_jobs_view():
+            self.screen.show_jobs()  # type: ignore[attr-defined]
+
+    def _on_jobs_view(self) -> bool:
+        from console.screens.jobs import JobsScreen
+
+        return isinstance(self.screen, JobsScreen)
 
     def show_status(self, text: str, error: bool = False) -> None:
         self._status(text, error)

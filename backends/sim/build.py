@@ -58,12 +58,19 @@ class BuiltFleet:
 
 
 def build(spec: FleetSpec, now: float) -> BuiltFleet:
-    cells = {h.name: host_cells(h) for h in spec.hosts}
+    shapes: dict[tuple[object, ...], tuple[NumaCell, ...]] = {}  # hosts alike share their (frozen) cells
+    cells = {}
+    for h in spec.hosts:
+        shape = (h.cells, h.smt, h.sockets, h.distances)  # all that host_cells reads
+        if shape not in shapes:
+            shapes[shape] = host_cells(h)
+        cells[h.name] = shapes[shape]
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
+    rng = random.Random()  # reseeded per VM and per disk: the same draws as a new Random each time
     for v in spec.vms:
-        rng = random.Random(f"{spec.seed}:{v.name}")
+        rng.seed(f"{spec.seed}:{v.name}")
         vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], rng)
         boot[v.name] = (now - rng.uniform(3_600, 90 * 86_400), rng.uniform(0.05, 0.85))
     devices = {}
@@ -85,17 +92,16 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
     replicas: dict[tuple[str, str], ReplicaState] = {}
     for v in spec.vms:
         for disk in v.disks:
-            chain = make_chain(v, disk, random.Random(f"{spec.seed}:{v.name}:{disk.target}"))
-            chains[(v.name, disk.target)] = chain
+            rng.seed(f"{spec.seed}:{v.name}:{disk.target}")
+            chain = chains[(v.name, disk.target)] = make_chain(v, disk, rng)
             if v.replica:
-                replicas[(v.name, disk.target)] = ReplicaState(
+                state = replicas[(v.name, disk.target)] = ReplicaState(
                     vm=v.name, disk=disk.target, to=v.replica.to, rpo_s=v.replica.rpo_s,
                     last_sync=now - v.replica.lag_s,
                     present=max(1, len(chain.layers) - v.replica.missing),
                     shipping=v.replica.shipping and v.replica.missing > 0,
                 )
-                replicas[(v.name, disk.target)].sums = [
-                    layer_sum(layer) for layer in chain.layers[: replicas[(v.name, disk.target)].present]]
+                state.sums = [layer_sum(layer) for layer in chain.layers[: state.present]]
     services = {}
     for svc in spec.services:
         vm = vms[svc.vm]
@@ -166,10 +172,10 @@ def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], rng: ran
                 cursors[cell] += 1
                 vcpu += 1
     return Vm(
-        name=v.name, uuid=str(_uuid(rng)), host=v.host, state=v.state, vcpus=v.vcpus,
+        name=v.name, uuid=_uuid(rng), host=v.host, state=v.state, vcpus=v.vcpus,
         memory_kib=v.memory_kib, max_memory_kib=v.memory_kib * 3 // 2, vnuma=tuple(vnuma),
         pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,),
-        disks=tuple(d.target for d in v.disks),
+        disks=tuple([d.target for d in v.disks]),
     )
 
 

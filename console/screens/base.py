@@ -9,10 +9,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from backends.analysis import Severity
 from backends.models import HostState, Inventory
+from widgets.footer import Footer
 
 if TYPE_CHECKING:
     from console.app import HvcApp
