@@ -41,6 +41,7 @@ class KeyedTable(DataTable[Cell]):
         self._rows: dict[str, tuple[Cell, ...]] = {}  # what is shown
         self._keys: list[str] = []  # row keys in display order
         self._all: list[tuple[str, tuple[Cell, ...]]] = []  # before filtering
+        self._at: dict[str, int] = {}  # key → its index in _all
         self._filter = ""
         self._widths: dict[str, Counter[int]] = {}  # column → how many shown cells have each width
         self._ordered: list[Row] | None = None  # DataTable.ordered_rows, kept until rows come or go
@@ -58,35 +59,58 @@ class KeyedTable(DataTable[Cell]):
 
     def set_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
         self._all = [(key, tuple(cells)) for key, cells in rows]
-        wanted = self._filter
-        new = {
-            key: cells for key, cells in self._all
-            if not wanted or any(wanted in (c.plain if isinstance(c, Text) else c).lower() for c in cells)
-        }
+        self._at = {key: i for i, (key, _) in enumerate(self._all)}
+        new = {key: cells for key, cells in self._all if self._matches(cells)}
         if list(new) != list(self._rows):
             self._rebuild(new)
             return
         top, bottom = self._visible_rows()
         for index, (key, cells) in enumerate(new.items()):
             old = self._rows[key]
-            if old is cells:
-                continue
-            for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
-                if before == after:
-                    continue
-                wider = self._width_changes(column, before, after)
-                if top <= index < bottom:
-                    self.update_cell(key, column, after, update_width=wider)
-                    continue
-                # Off screen: DataTable would drop every cached line for it (the visible ones too);
-                # the caches are dropped when the rows on screen change instead (render_lines).
-                self._data[RowKey(key)][self.columns[column].key] = after  # type: ignore[index]
-                self._hidden_stale = (top, bottom)
-                if wider:
-                    self._require_update_dimensions = True
-                    self.check_idle()
+            if old is not cells:
+                self._change(index, key, old, cells, top, bottom)
         self._rows = new
         self._keys = list(new)
+
+    def update_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> bool:
+        """Replace the cells of rows already in the table, leaving every other row untouched (the
+        cost is the rows given, not the table). False, with nothing changed, when a key is not in
+        the table or a row would come or go under the filter: the caller then uses ``set_rows``."""
+        if any(key not in self._at for key, _ in rows):
+            return False
+        if self._filter and any(self._matches(cells) != (key in self._rows) for key, cells in rows):
+            return False
+        top, bottom = self._visible_rows()
+        for key, cells in rows:
+            cells = tuple(cells)
+            self._all[self._at[key]] = (key, cells)
+            old = self._rows.get(key)
+            if old is not None and old is not cells:
+                self._change(self._row_locations.get(RowKey(key)), key, old, cells, top, bottom)
+                self._rows[key] = cells
+        return True
+
+    def _matches(self, cells: tuple[Cell, ...]) -> bool:
+        wanted = self._filter
+        return not wanted or any(wanted in (c.plain if isinstance(c, Text) else c).lower() for c in cells)
+
+    def _change(self, index: int, key: str, old: tuple[Cell, ...], cells: tuple[Cell, ...], top: int,
+                bottom: int) -> None:
+        """Show row ``key`` (at ``index``) with ``cells`` instead of ``old``, cell by cell."""
+        for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
+            if before == after:
+                continue
+            wider = self._width_changes(column, before, after)
+            if top <= index < bottom:
+                self.update_cell(key, column, after, update_width=wider)
+                continue
+            # Off screen: DataTable would drop every cached line for it (the visible ones too);
+            # the caches are dropped when the rows on screen change instead (render_lines).
+            self._data[RowKey(key)][self.columns[column].key] = after  # type: ignore[index]
+            self._hidden_stale = (top, bottom)
+            if wider:
+                self._require_update_dimensions = True
+                self.check_idle()
 
     def _width_changes(self, column: str, before: Cell, after: Cell) -> bool:
         """Whether the column's width may change: the new cell is wider, or the widest cell shrank

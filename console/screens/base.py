@@ -50,7 +50,10 @@ class InventoryScreen(Screen[None]):
 
     def show(self, inv: Inventory) -> None:
         self._shown = inv
-        self.query_one("#summary", Static).update(summary(inv, self.TITLE_TEXT, self.hvc))
+        line = summary(inv, self.TITLE_TEXT, self.hvc)
+        if line != getattr(self, "_summary", None):  # an update re-renders the whole screen: only on change
+            self._summary = line
+            self.query_one("#summary", Static).update(line, layout=False)  # one line high (console.tcss)
 
     # -- filtering ---------------------------------------------------------------------
 
