@@ -69,7 +69,6 @@ async def test_a_row_changed_off_screen_shows_its_new_cells_once_scrolled_to() -
         table.show([*vms[:-1], replace(last, vcpus=97)])  # far below the 9 lines on screen
         await pilot.pause()
         assert table.get_row_at(len(vms) - 1)[3] == "97"
-        assert table._hidden_stale is not None  # it took the off-screen path
         await pilot.press("G")
         await pilot.pause()
         screen_text = "\n".join(strip.text for strip in table.render_lines(table.region.reset_offset))
