@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from backends.grouping import Grouped, group_by_host
 from backends.models import Host, HostState, Inventory, OwnerKind, PciDevice, Vm
 from backends.units import format_cpuset, format_kib
 
@@ -211,7 +212,7 @@ class AlertMemo:
 
     def __init__(self) -> None:
         self.hosts: dict[str, tuple[Host, list[Vm], list[Alert]]] = {}
-        self.grouped: tuple[tuple[Vm, ...], dict[str, list[Vm]]] | None = None
+        self.grouped: Grouped | None = None
         self.devices: tuple[tuple[PciDevice, ...], tuple[Vm, ...], list[Alert]] | None = None
 
 
@@ -219,12 +220,8 @@ def alerts(inv: Inventory, memo: AlertMemo | None = None) -> tuple[Alert, ...]:
     """Everything worth an operator's attention, most severe first. The same ``memo`` passed with
     each new snapshot makes an unchanged host, and unchanged devices, cost nothing to re-check."""
     memo = memo or AlertMemo()
-    if memo.grouped is None or memo.grouped[0] is not inv.vms:
-        by_host: dict[str, list[Vm]] = {}
-        for vm in inv.vms:
-            by_host.setdefault(vm.host, []).append(vm)
-        memo.grouped = (inv.vms, by_host)
-    by_host = memo.grouped[1]
+    memo.grouped = group_by_host(inv.vms, memo.grouped)
+    by_host = memo.grouped.hosts
     out: list[Alert] = []
     for host in inv.hosts:
         vms = by_host.get(host.name, [])

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from backends.base import Backend, Capability, Change, Operation
+from backends.grouping import Grouped, group_by_host
 from backends.models import (
     DiskChain,
     Host,
@@ -96,8 +97,9 @@ class SimBackend(Backend):
         self.residency = SimResidency(spec.seed, {h.name: h.overcommit for h in spec.hosts})  # S3
         self._shown: dict[str, tuple[Vm, Vm]] = {}  # VM → (its state, as last shown)
         self._overcommitted = {h.name for h in spec.hosts if h.overcommit > 1.0}
-        self._by_host: dict[str, list[Vm]] = {}  # of the last snapshot's VMs
-        self._running: list[tuple[tuple[str, str], float, float, int]] = []  # (host, VM), boot time, use, vCPUs
+        self._grouped: Grouped | None = None  # the last snapshot's VMs by host
+        # host → (its VM list, for its running VMs: (host, VM), boot time, CPU use, vCPUs)
+        self._running: dict[str, tuple[list[Vm], list[tuple[tuple[str, str], float, float, int]]]] = {}
         self._hosts: dict[str, tuple[tuple[NumaCell, ...], list[Vm], Host]] = {}  # host → (cells, VMs, as shown)
         # (VM, disk) → (primary, replication state, a link's fields but its lag and RPO), as last made
         self._replica_links: dict[tuple[str, str], tuple[DiskChain, tuple[object, ...], tuple[Any, ...]]] = {}
@@ -122,15 +124,17 @@ class SimBackend(Backend):
         now = self.clock.now()
         before: Inventory | None = getattr(self, "_inventory", None)  # None while __init__ composes the first
         vms = _same(before.vms if before else None, [self._vm_now(vm, now) for vm in self.state.vms.values()])
-        if before is None or vms is not before.vms:
-            self._by_host = {}
-            self._running = []
-            for vm in vms:
-                self._by_host.setdefault(vm.host, []).append(vm)
-                if vm.active:
-                    self._running.append(((vm.host, vm.name), *self.state.boot[vm.name], vm.vcpus))
-        cpu = {key: int((now - booted) * vcpus * util * 1e9) for key, booted, util, vcpus in self._running}
-        by_host = self._by_host
+        self._grouped = group_by_host(vms, self._grouped)
+        by_host = self._grouped.hosts
+        boot = self.state.boot
+        cpu: dict[tuple[str, str], int] = {}
+        for host, on_host in by_host.items():
+            kept = self._running.get(host)
+            if kept is None or kept[0] is not on_host:  # CPU-time rates of its running VMs, per VM list
+                kept = self._running[host] = (on_host, [
+                    ((host, vm.name), *boot[vm.name], vm.vcpus) for vm in on_host if vm.active])
+            for key, booted, util, vcpus in kept[1]:
+                cpu[key] = int((now - booted) * vcpus * util * 1e9)
         chains = _same(before.chains if before else None, list(self.state.chains.values()))
         hosts = _same(before.hosts if before else None,
                       [self._host(h, by_host.get(h.name, [])) for h in self.spec.hosts])
