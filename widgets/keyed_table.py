@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.geometry import Region, Size
 from textual.widgets import DataTable
@@ -182,6 +183,16 @@ class KeyedTable(DataTable[Cell]):
         return self
 
     # -- DataTable's whole-table passes, for rows one line high ----------------------------
+
+    def _on_resize(self, event: events.Resize) -> None:
+        """DataTable drops every cached line on any resize. A row is drawn at its columns' widths
+        whatever the table's height (and its line cache is keyed by the width), so only a new
+        width needs that: in the VMs view the detail pane below the table grows or shrinks with
+        each VM the cursor reaches, and every key redrew every visible row."""
+        event.prevent_default()  # DataTable's own handler (the only other one) would drop them all
+        if event.size.width != getattr(self, "_drawn_width", None):
+            self._drawn_width = event.size.width
+            self._update_count += 1
 
     def _visible_rows(self) -> tuple[int, int]:
         """Indexes of the first row on screen and the one after the last (a row of margin)."""
