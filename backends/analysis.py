@@ -6,10 +6,12 @@ and `hvc inventory` never disagree about what is wrong.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from backends.grouping import Grouped, group_by_host
 from backends.models import Host, HostState, Inventory, OwnerKind, PciDevice, Vm
 from backends.units import format_cpuset, format_kib
 
@@ -202,29 +204,38 @@ def device_flags(inv: Inventory) -> dict[tuple[str, str], str]:
     return flags
 
 
-def alerts(inv: Inventory) -> tuple[Alert, ...]:
-    """Everything worth an operator's attention, most severe first."""
+class AlertMemo:
+    """What ``alerts`` found last time, for a caller that analyses snapshot after snapshot: a host's
+    findings are reused while the host and its VMs are the very objects they were found in (the
+    backends keep unchanged objects from one snapshot to the next), device findings while the
+    device and VM tuples are."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, tuple[Host, list[Vm], list[Alert]]] = {}
+        self.grouped: Grouped | None = None
+        self.devices: tuple[tuple[PciDevice, ...], tuple[Vm, ...], list[Alert]] | None = None
+
+
+def alerts(inv: Inventory, memo: AlertMemo | None = None) -> tuple[Alert, ...]:
+    """Everything worth an operator's attention, most severe first. The same ``memo`` passed with
+    each new snapshot makes an unchanged host, and unchanged devices, cost nothing to re-check."""
+    memo = memo or AlertMemo()
+    memo.grouped = group_by_host(inv.vms, memo.grouped)
+    by_host = memo.grouped.hosts
     out: list[Alert] = []
-    by_host: dict[str, list[Vm]] = {}
-    for vm in inv.vms:
-        by_host.setdefault(vm.host, []).append(vm)
     for host in inv.hosts:
         vms = by_host.get(host.name, [])
-        if host.state is HostState.LOST:
-            out.append(Alert(Severity.ERROR, "host-lost", host.name, host.name,
-                             f"{host.name} is lost: {host.error or 'no answer'}"))
-            continue
-        flags = host_flags(host, vms)
-        out += flags
-        by_name = {vm.name: vm for vm in vms}
-        holders = dict.fromkeys(n for a in flags if a.kind == "cell-overcommitted" for n in a.vms)
-        for name in holders:
-            if by_name[name].devices:
-                out.append(Alert(Severity.ERROR, "dma-overcommit", host.name, name,
-                                 f"{name} has direct-assigned devices but its memory is overcommitted", (name,)))
-    for (host_name, address), text in sorted(device_flags(inv).items()):
-        severity = Severity.ERROR if text.startswith("claimed") else Severity.WARNING
-        out.append(Alert(severity, "device", host_name, address, f"{address} on {host_name}: {text}"))
+        kept = memo.hosts.get(host.name)
+        if kept is None or kept[0] is not host or not _identical(kept[1], vms):
+            kept = memo.hosts[host.name] = (host, vms, _host_alerts(host, vms))
+        out += kept[2]
+    if memo.devices is None or memo.devices[0] is not inv.devices or memo.devices[1] is not inv.vms:
+        found = []
+        for (host_name, address), text in sorted(device_flags(inv).items()):
+            severity = Severity.ERROR if text.startswith("claimed") else Severity.WARNING
+            found.append(Alert(severity, "device", host_name, address, f"{address} on {host_name}: {text}"))
+        memo.devices = (inv.devices, inv.vms, found)
+    out += memo.devices[2]
     for r in inv.replicas:
         if r.rpo_violated:
             lag = "unknown" if r.lag_s is None else f"{r.lag_s:.0f}s"
@@ -232,6 +243,26 @@ def alerts(inv: Inventory) -> tuple[Alert, ...]:
                              f"{r.vm}/{r.disk} replica lag {lag} exceeds its RPO of {r.rpo_s:.0f}s", (r.vm,)))
     out += service_alerts(inv)
     return tuple(sorted(out, key=lambda a: a.severity is not Severity.ERROR))
+
+
+def _identical(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
+def _host_alerts(host: Host, vms: list[Vm]) -> list[Alert]:
+    """A lost host, or its placement findings and the VMs with devices on an overcommitted cell."""
+    if host.state is HostState.LOST:
+        return [Alert(Severity.ERROR, "host-lost", host.name, host.name,
+                      f"{host.name} is lost: {host.error or 'no answer'}")]
+    flags = host_flags(host, vms)
+    out = list(flags)
+    by_name = {vm.name: vm for vm in vms}
+    holders = dict.fromkeys(n for a in flags if a.kind == "cell-overcommitted" for n in a.vms)
+    for name in holders:
+        if by_name[name].devices:
+            out.append(Alert(Severity.ERROR, "dma-overcommit", host.name, name,
+                             f"{name} has direct-assigned devices but its memory is overcommitted", (name,)))
+    return out
 
 
 def service_alerts(inv: Inventory) -> list[Alert]:

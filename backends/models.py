@@ -7,6 +7,7 @@ cannot tell us", and views show it as unknown rather than inventing a value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -174,7 +175,6 @@ class Vm:
     hugepages: bool = False  # guest memory backed by hugepages
     devices: tuple[str, ...] = ()  # PCI addresses of direct-assigned host devices
     disks: tuple[str, ...] = ()  # disk targets (vda, sdb, …)
-    cpu_time_ns: int | None = None
     persistent: bool = True
     device_images: tuple[DeviceImage, ...] = ()  # S1: removed devices it still answers for
     residency: Residency | None = None  # S3
@@ -339,6 +339,10 @@ class Inventory:
     taken_at: float = 0.0
     pools: tuple[StoragePool, ...] = ()
     services: tuple[StorageService, ...] = ()  # S8
+    # (host, VM name) → CPU time the running VM has used, in ns; absent when not known. A counter
+    # that moves on every refresh, kept apart from the VMs so an unchanged VM stays the same object
+    # from one snapshot to the next (views and analysis skip what is identical).
+    cpu_time_ns: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     def host(self, name: str) -> Host | None:
         return next((h for h in self.hosts if h.name == name), None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from backends import images
 from backends.base import Backend
 from backends.errors import HvcError
-from backends.models import Inventory, OwnerKind
+from backends.models import Inventory, OwnerKind, PciDevice
 from backends.requests import AttachRequest
 from widgets.image_list import ImageRow, image_name
 
@@ -15,10 +15,18 @@ Choice = tuple[str, str, str | None]  # value, label, why it cannot work
 def image_rows(inv: Inventory) -> list[ImageRow]:
     """Every image of every VM, with the free devices on the VM's host that match it."""
     rows: list[ImageRow] = []
+    free: dict[str, list[PciDevice]] | None = None  # host → its devices no VM holds, made once if needed
     for vm in inv.vms:
-        free = [d for d in inv.devices_on(vm.host) if d.owner.kind is not OwnerKind.VM]
+        if not vm.device_images:
+            continue
+        if free is None:
+            free = {}
+            for d in inv.devices:
+                if d.owner.kind is not OwnerKind.VM:
+                    free.setdefault(d.host, []).append(d)
         for image in vm.device_images:
-            rows.append((vm, image, tuple(d.address for d in free if images.mismatch(image, d) is None)))
+            rows.append((vm, image, tuple(d.address for d in free.get(vm.host, ())
+                                          if images.mismatch(image, d) is None)))
     return rows
 
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from backends.analysis import Alert
-from backends.models import Inventory, Job, JobResult
+from backends.models import Job, JobResult
+from console.analyst import Analysed
 
 
 class InventoryUpdated(Message):
-    """A fresh snapshot arrived (with its alerts, computed off the UI loop); coalesces, since only
-    the newest one matters."""
+    """A fresh snapshot arrived with what the console derives from it (alerts, CPU use; computed off
+    the UI loop); coalesces, since only the newest one matters."""
 
-    def __init__(self, inventory: Inventory, alerts: tuple[Alert, ...] | None = None) -> None:
+    def __init__(self, analysed: Analysed) -> None:
         super().__init__()
-        self.inventory = inventory
-        self.alerts = alerts
+        self.analysed = analysed
+        self.inventory = analysed.inventory
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, InventoryUpdated)

@@ -21,6 +21,10 @@ class DevicePolicy(Static):
     """
 
     def show(self, title: str, rows: Sequence[PolicyRow], recent: Sequence[RecentRow]) -> None:
+        shown = (title, tuple(rows), tuple(recent))
+        if shown == getattr(self, "_shown", None):
+            return  # redrawing re-lays out the screen: only when something changed
+        self._shown = shown
         self.update(render_policy(title, rows, recent) if rows else Text("no device selected", style="dim"))
 
 

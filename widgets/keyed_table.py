@@ -8,9 +8,9 @@ from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
 from textual.geometry import Region, Size
-from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets._data_table import Row, RowKey
 
@@ -41,11 +41,11 @@ class KeyedTable(DataTable[Cell]):
         self._rows: dict[str, tuple[Cell, ...]] = {}  # what is shown
         self._keys: list[str] = []  # row keys in display order
         self._all: list[tuple[str, tuple[Cell, ...]]] = []  # before filtering
+        self._at: dict[str, int] = {}  # key → its index in _all
         self._filter = ""
         self._widths: dict[str, Counter[int]] = {}  # column → how many shown cells have each width
         self._ordered: list[Row] | None = None  # DataTable.ordered_rows, kept until rows come or go
         self._grow_only = False  # the next width update follows added rows (columns only widen)
-        self._hidden_stale: tuple[int, int] | None = None  # rows on screen when off-screen rows changed
 
     def on_mount(self) -> None:
         for name in self._columns:
@@ -58,35 +58,76 @@ class KeyedTable(DataTable[Cell]):
 
     def set_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> None:
         self._all = [(key, tuple(cells)) for key, cells in rows]
-        wanted = self._filter
-        new = {
-            key: cells for key, cells in self._all
-            if not wanted or any(wanted in (c.plain if isinstance(c, Text) else c).lower() for c in cells)
-        }
+        self._at = {key: i for i, (key, _) in enumerate(self._all)}
+        new = {key: cells for key, cells in self._all if self._matches(cells)}
         if list(new) != list(self._rows):
             self._rebuild(new)
             return
-        top, bottom = self._visible_rows()
+        redrawn: dict[RowKey, int] = {}
         for index, (key, cells) in enumerate(new.items()):
             old = self._rows[key]
-            if old is cells:
-                continue
-            for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
-                if before == after:
-                    continue
-                wider = self._width_changes(column, before, after)
-                if top <= index < bottom:
-                    self.update_cell(key, column, after, update_width=wider)
-                    continue
-                # Off screen: DataTable would drop every cached line for it (the visible ones too);
-                # the caches are dropped when the rows on screen change instead (render_lines).
-                self._data[RowKey(key)][self.columns[column].key] = after  # type: ignore[index]
-                self._hidden_stale = (top, bottom)
-                if wider:
-                    self._require_update_dimensions = True
-                    self.check_idle()
+            if old is not cells:
+                self._change(index, key, old, cells, redrawn)
+        self._forget(redrawn)
         self._rows = new
         self._keys = list(new)
+
+    def update_rows(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> bool:
+        """Replace the cells of rows already in the table, leaving every other row untouched (the
+        cost is the rows given, not the table). False, with nothing changed, when a key is not in
+        the table or a row would come or go under the filter: the caller then uses ``set_rows``."""
+        if any(key not in self._at for key, _ in rows):
+            return False
+        if self._filter and any(self._matches(cells) != (key in self._rows) for key, cells in rows):
+            return False
+        redrawn: dict[RowKey, int] = {}
+        for key, cells in rows:
+            cells = tuple(cells)
+            self._all[self._at[key]] = (key, cells)
+            old = self._rows.get(key)
+            if old is not None and old is not cells:
+                self._change(self._row_locations.get(RowKey(key)), key, old, cells, redrawn)
+                self._rows[key] = cells
+        self._forget(redrawn)
+        return True
+
+    def _matches(self, cells: tuple[Cell, ...]) -> bool:
+        wanted = self._filter
+        return not wanted or any(wanted in (c.plain if isinstance(c, Text) else c).lower() for c in cells)
+
+    def _change(self, index: int, key: str, old: tuple[Cell, ...], cells: tuple[Cell, ...],
+                redrawn: dict[RowKey, int]) -> None:
+        """Put ``cells`` in row ``key`` (at ``index``) in place of ``old``; ``redrawn`` collects the
+        rows whose drawing ``_forget`` must drop."""
+        row_key = RowKey(key)
+        for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
+            if before == after:
+                continue
+            self._data[row_key][self.columns[column].key] = after  # type: ignore[index]
+            redrawn[row_key] = index
+            if self._width_changes(column, before, after):
+                self._require_update_dimensions = True
+                self._update_count += 1  # widths change: every line is drawn again anyway
+                self.check_idle()
+
+    def _forget(self, rows: dict[RowKey, int]) -> None:
+        """Drop DataTable's cached drawing of these rows only, and redraw those on screen.
+        ``update_cell`` drops every row's (its caches are keyed by an update count): at each
+        refresh that changed a few rows, every row on screen was drawn again."""
+        if not rows:
+            return
+        indexes = set(rows.values())
+        lines = {i + (self.header_height if self.show_header else 0) for i in indexes}
+        for cache, hit in ((self._row_render_cache, lambda k: k[0] in rows),
+                           (self._cell_render_cache, lambda k: k[0] in rows),
+                           (self._row_renderable_cache, lambda k: k[1] in indexes),
+                           (self._line_cache, lambda k: k[0] in lines)):
+            for stale in [k for k in cache.keys() if hit(k)]:  # noqa: SIM118 (an LRUCache: no __iter__)
+                cache.discard(stale)
+        top, bottom = self._visible_rows()
+        for index in indexes:
+            if top <= index < bottom:
+                self.refresh_row(index)
 
     def _width_changes(self, column: str, before: Cell, after: Cell) -> bool:
         """Whether the column's width may change: the new cell is wider, or the widest cell shrank
@@ -143,16 +184,20 @@ class KeyedTable(DataTable[Cell]):
 
     # -- DataTable's whole-table passes, for rows one line high ----------------------------
 
+    def _on_resize(self, event: events.Resize) -> None:
+        """DataTable drops every cached line on any resize. A row is drawn at its columns' widths
+        whatever the table's height (and its line cache is keyed by the width), so only a new
+        width needs that: in the VMs view the detail pane below the table grows or shrinks with
+        each VM the cursor reaches, and every key redrew every visible row."""
+        event.prevent_default()  # DataTable's own handler (the only other one) would drop them all
+        if event.size.width != getattr(self, "_drawn_width", None):
+            self._drawn_width = event.size.width
+            self._update_count += 1
+
     def _visible_rows(self) -> tuple[int, int]:
         """Indexes of the first row on screen and the one after the last (a row of margin)."""
         top = int(self.scroll_y)
         return max(0, top - 1), top + self.size.height + 1
-
-    def render_lines(self, crop: Region) -> list[Strip]:
-        if self._hidden_stale is not None and self._hidden_stale != self._visible_rows():
-            self._hidden_stale = None
-            self._update_count += 1  # rows changed while off screen are on screen now
-        return super().render_lines(crop)
 
     @property
     def ordered_rows(self) -> list[Row]:

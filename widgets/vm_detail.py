@@ -18,11 +18,17 @@ class VmDetail(Static):
     DEFAULT_CSS = """
     VmDetail { padding: 0 1; }
     """
+    _shown: tuple[object, ...] | None = None  # what it shows now
 
     def show(self, vm: Vm | None, host: Host | None, chains: Sequence[DiskChain],
              replicas: Sequence[ReplicaLink], flags: Sequence[str],
              fits: Sequence[tuple[str, str | None]] = ()) -> None:
-        """``fits``: other hosts of its site, each with why the VM could not move there (None: it could)."""
+        """``fits``: other hosts of its site, each with why the VM could not move there (None: it could).
+        Nothing is redrawn when all of it is what was shown (unchanged objects compare by identity first)."""
+        shown = (vm, host, tuple(chains), tuple(replicas), tuple(flags), tuple(fits))
+        if shown == self._shown:
+            return
+        self._shown = shown
         self.update(render_vm(vm, host, chains, replicas, flags, fits) if vm else Text("no VM selected", style="dim"))
 
 

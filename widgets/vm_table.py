@@ -22,38 +22,57 @@ class VmTable(KeyedTable):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(("VM", "host", "state", "vCPUs", "memory", "vNUMA", "devices", "replica",
                           "res/pin"), **kwargs)
-        self._made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}  # key → (what is shown, its cells)
+        self._made: dict[str, tuple[Vm, bool, bool, tuple[Cell, ...]]] = {}  # key → (VM, behind, replicated, cells)
         self._vms: dict[str, Vm] = {}  # key → the VM its row shows
+        self._keys_of: dict[str, list[str]] = {}  # VM name → its rows' keys
 
     def show(self, vms: Iterable[Vm], replicated: Collection[str] = (), lagging: Collection[str] = ()) -> None:
-        """Cells are made only for VMs whose shown facts changed; others keep the same tuple, which
-        the table skips without comparing."""
+        """All rows, in the order given. Cells are made only for VMs that are not the very object
+        shown before (backends keep an unchanged VM's object) or whose replica marks changed; others
+        keep the same tuple, which the table skips without comparing."""
         rows: list[tuple[str, tuple[Cell, ...]]] = []
-        made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}
+        made: dict[str, tuple[Vm, bool, bool, tuple[Cell, ...]]] = {}
         keyed: dict[str, Vm] = {}
         for vm in vms:
             key = vm.uuid if vm.uuid not in keyed else f"{vm.uuid}@{vm.host}"
             keyed[key] = vm
-            shown = (vm.name, vm.host, vm.state, vm.vcpus, vm.memory_kib, vm.vnuma, len(vm.devices), vm.name in lagging,
-                     vm.name in replicated, vm.residency)
+            behind, copied = vm.name in lagging, vm.name in replicated
             before = self._made.get(key)
-            if before is not None and before[0] == shown:
-                made[key] = before
-                rows.append((key, before[1]))
-                continue
-            vnuma = " ".join(f"{n.id}→{','.join(map(str, n.backing_cells)) or '?'}" for n in vm.vnuma)
-            replica = (Text("behind", style="red") if vm.name in lagging
-                       else Text("ok", style="green") if vm.name in replicated else NONE)
-            cells: tuple[Cell, ...] = (
-                ellipsis(vm.name, 24), ellipsis(vm.host, 20), vm_state(vm.state), str(vm.vcpus),
-                kib(vm.memory_kib), vnuma or NONE, str(len(vm.devices)) if vm.devices else NONE, replica,
-                residency_cell(vm),
-            )
-            made[key] = (shown, cells)
-            rows.append((key, cells))
+            if before is None or before[0] is not vm or before[1] != behind or before[2] != copied:
+                before = (vm, behind, copied, _cells(vm, behind, copied))
+            made[key] = before
+            rows.append((key, before[3]))
         self._made = made
         self._vms = keyed
+        self._keys_of = {}
+        for key, vm in keyed.items():
+            self._keys_of.setdefault(vm.name, []).append(key)
         self.set_rows(rows)
+
+    def update(self, changed: Iterable[tuple[Vm, Vm]], marked: Collection[str], replicated: Collection[str] = (),
+               lagging: Collection[str] = ()) -> bool:
+        """Update only the rows of ``changed`` (old VM object → new one, in the same place in the
+        order) and of the VMs named in ``marked`` (their replica marks changed). False, with
+        nothing changed, when a row cannot be updated in place: then ``show`` everything."""
+        updates: dict[str, Vm] = {}
+        for old, new in changed:
+            key = next((k for k in self._keys_of.get(old.name, ()) if self._vms[k] is old), None)
+            if key is None or old.uuid != new.uuid or (key != new.uuid and key != f"{new.uuid}@{new.host}"):
+                return False
+            updates[key] = new
+        for name in marked:
+            for key in self._keys_of.get(name, ()):
+                updates.setdefault(key, self._vms[key])
+        rows = []
+        for key, vm in updates.items():
+            behind, copied = vm.name in lagging, vm.name in replicated
+            rows.append((key, (vm, behind, copied, _cells(vm, behind, copied))))
+        if not self.update_rows([(key, made[3]) for key, made in rows]):
+            return False
+        for key, made in rows:
+            self._made[key] = made
+            self._vms[key] = made[0]
+        return True
 
     def vm(self, key: str | None) -> Vm | None:
         """The VM the row ``key`` shows (None for no row)."""
@@ -62,6 +81,16 @@ class VmTable(KeyedTable):
     def key_of(self, name: str, host: str) -> str | None:
         """The row key of VM ``name`` on ``host``, if it has a row."""
         return next((k for k, v in self._vms.items() if v.name == name and v.host == host), None)
+
+
+def _cells(vm: Vm, behind: bool, copied: bool) -> tuple[Cell, ...]:
+    vnuma = " ".join(f"{n.id}→{','.join(map(str, n.backing_cells)) or '?'}" for n in vm.vnuma)
+    replica = Text("behind", style="red") if behind else Text("ok", style="green") if copied else NONE
+    return (
+        ellipsis(vm.name, 24), ellipsis(vm.host, 20), vm_state(vm.state), str(vm.vcpus),
+        kib(vm.memory_kib), vnuma or NONE, str(len(vm.devices)) if vm.devices else NONE, replica,
+        residency_cell(vm),
+    )
 
 
 def residency_cell(vm: Vm) -> Cell:

@@ -269,6 +269,7 @@ class LibvirtBackend(Backend):
             replicas=self._replicas,
             taken_at=time.time(),
             services=tuple(replace(s, host=names[v.uri]) for v in views for s in v.services),
+            cpu_time_ns={(names[v.uri], vm): used for v in views for vm, used in v.cpu_time_ns.items()},
         )
 
 

@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import libvirt
@@ -81,6 +81,7 @@ class HostView:
     services: tuple[StorageService, ...] = ()  # S8
     error: str | None = None
     generation: int = 0
+    cpu_time_ns: dict[str, int] = field(default_factory=dict)  # VM name → CPU time used, ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +258,8 @@ class HostConnection:
 
     def _lost(self, exc: libvirt.libvirtError) -> None:
         self._drop()
-        stale = tuple(replace(vm, state=VmState.UNKNOWN, cpu_time_ns=None) for vm in self.view.vms)
-        self._publish(replace(self.view, state=HostState.LOST, error=libvirt_reason(exc), vms=stale,
+        stale = tuple(replace(vm, state=VmState.UNKNOWN) for vm in self.view.vms)
+        self._publish(replace(self.view, state=HostState.LOST, error=libvirt_reason(exc), vms=stale, cpu_time_ns={},
                               free_kib=tuple(None for _ in self.view.free_kib),
                               generation=self.view.generation + 1))
 
@@ -275,7 +276,7 @@ class HostConnection:
             ids = [c.id for c in view.topology.cells]
             raw = conn.getCellsFreeMemory(min(ids), max(ids) - min(ids) + 1)
             free = tuple(raw[c - min(ids)] // self._free_unit for c in ids)
-        vms, chains = self._domains(conn)
+        vms, chains, cpu = self._domains(conn)
         services = tuple(s for facts in self._facts.values() for s in facts.services)
         if self._devices is None:
             self._devices = self._node_devices(conn)
@@ -285,6 +286,7 @@ class HostConnection:
         self._publish(replace(
             view, state=HostState.CONNECTED, error=None, free_kib=free, vms=vms, chains=chains,
             devices=self._devices, pools=self._pools or (), generation=view.generation + 1, services=services,
+            cpu_time_ns=cpu,
         ))
 
     def _describe_host(self, conn: Any) -> HostView:
@@ -307,13 +309,16 @@ class HostConnection:
             memory_kib=topology.memory_kib or int(info[1]) * 1024, threads=topology.threads or int(info[2]),
         )
 
-    def _domains(self, conn: Any) -> tuple[tuple[Vm, ...], tuple[DiskChain, ...]]:
+    def _domains(self, conn: Any) -> tuple[tuple[Vm, ...], tuple[DiskChain, ...], dict[str, int]]:
+        """The domains (facts from their cached XML, state and memory from the bulk stats), their
+        chains, and each one's CPU time by name."""
         self._count("getAllDomainStats")
         stats = conn.getAllDomainStats(_STATS, 0)
         with self._lock:
             dirty, self._dirty = self._dirty, set()
         vms: list[Vm] = []
         chains: list[DiskChain] = []
+        cpu: dict[str, int] = {}
         seen: set[str] = set()
         for dom, record in stats:
             uuid = dom.UUIDString()
@@ -328,15 +333,17 @@ class HostConnection:
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")
             memory_kib = int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib
+            if (used := record.get("cpu.time")) is not None:
+                cpu[facts.vm.name] = used
             vms.append(replace(
-                facts.vm, state=state, cpu_time_ns=record.get("cpu.time"), memory_kib=memory_kib,
+                facts.vm, state=state, memory_kib=memory_kib,
                 residency=with_stats(facts.vm.residency, state, memory_kib, record.get("balloon.rss")),
             ))
             chains.extend(facts.chains)
         for gone in set(self._facts) - seen:
             del self._facts[gone]
             self._last_state.pop(gone, None)
-        return tuple(vms), tuple(chains)
+        return tuple(vms), tuple(chains), cpu
 
     def _node_devices(self, conn: Any) -> tuple[PciDevice, ...]:
         self._count("listAllDevices")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -51,7 +52,21 @@ class InventoryScreen(Screen[None]):
 
     def show(self, inv: Inventory) -> None:
         self._shown = inv
-        self.query_one("#summary", Static).update(summary(inv, self.TITLE_TEXT, self.hvc))
+        line = summary(inv, self.TITLE_TEXT, self.hvc)
+        if line != getattr(self, "_summary", None):  # an update re-renders the whole screen: only on change
+            self._summary = line
+            self.query_one("#summary", Static).update(line, layout=False)  # one line high (console.tcss)
+
+    def unchanged(self, part: str, *sources: object) -> bool:
+        """Whether ``part`` of the view was last drawn from these very objects (backends hand back
+        unchanged parts of a snapshot as the same objects, so an idle refresh redraws nothing);
+        if not, they are recorded as what it is drawn from now."""
+        drawn: dict[str, tuple[object, ...]] = self.__dict__.setdefault("_drawn_from", {})
+        kept = drawn.get(part)
+        if kept is not None and len(kept) == len(sources) and all(map(operator.is_, kept, sources)):
+            return True
+        drawn[part] = sources
+        return False
 
     # -- filtering ---------------------------------------------------------------------
 

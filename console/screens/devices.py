@@ -41,6 +41,11 @@ class DevicesScreen(InventoryScreen):
 
     def show(self, inv: Inventory) -> None:
         super().show(inv)
+        if not self.unchanged("devices", inv.devices, inv.vms, inv.services, self.filter_text):
+            self._show_devices(inv)
+        self._show_policy()
+
+    def _show_devices(self, inv: Inventory) -> None:
         wanted = self.filter_text.lower()
         devices = [
             d for d in inv.devices
@@ -58,7 +63,6 @@ class DevicesScreen(InventoryScreen):
             f" {len(devices)} shown · {assigned} assigned to VMs · {len(rows)} backed by image · ",
             (f"{len(flags)} in conflict", "red" if flags else "green"),
         ))
-        self._show_policy()
 
     @on(Tree.NodeHighlighted, "#devices")
     def _show_policy(self) -> None:

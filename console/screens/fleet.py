@@ -21,6 +21,8 @@ class FleetScreen(InventoryScreen):
     BINDINGS = bindings("fleet")
     TITLE_TEXT = "Fleet"
 
+    _alerts_shown: Text | None = None
+
     def compose_body(self) -> ComposeResult:
         with pane("hosts-pane", "Hosts"):
             yield HostList(id="hosts")
@@ -44,8 +46,14 @@ class FleetScreen(InventoryScreen):
             lines.append(f"… and {len(found) - MAX_ALERTS} more", style="dim")
         if not found:
             lines.append("nothing needs attention", style="green")
-        self.query_one("#alerts", Static).update(lines)
-        self.query_one("#alerts-pane").border_title = f"Alerts ({len(found)})"
+        if lines != self._alerts_shown:  # a Static update re-renders the screen: only when it changed
+            # The pane's height follows its lines: lay out again only when their number changed.
+            relayout = self._alerts_shown is None or lines.plain.count("\n") != self._alerts_shown.plain.count("\n")
+            self._alerts_shown = lines
+            self.query_one("#alerts", Static).update(lines, layout=relayout)
+        title = f"Alerts ({len(found)})"
+        if self.query_one("#alerts-pane").border_title != title:
+            self.query_one("#alerts-pane").border_title = title
 
     def apply_filter(self, text: str) -> None:
         self.query_one(HostList).set_filter(text)

@@ -7,7 +7,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable
 
-from backends.models import Inventory, LayerState
+from backends.models import Inventory, LayerState, ReplicaLink
 from backends.requests import FailoverRequest, ReplicateRequest
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
@@ -25,6 +25,10 @@ class ReplicationScreen(InventoryScreen):
     BINDINGS = bindings("replication")
     TITLE_TEXT = "Replication"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}  # row → (what it shows, cells)
+
     def compose_body(self) -> ComposeResult:
         with pane("replicas-pane", "Replicated disks"):
             yield ReplicaTable(id="replicas")
@@ -33,17 +37,18 @@ class ReplicationScreen(InventoryScreen):
 
     def show(self, inv: Inventory) -> None:
         super().show(inv)
-        rows: list[tuple[str, list[Cell]]] = []
+        rows: list[tuple[str, tuple[Cell, ...]]] = []
+        made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}
         for r in sorted(inv.replicas, key=lambda r: (not r.rpo_violated, r.vm, r.disk)):
-            present = sum(1 for s in r.layer_states if s is LayerState.PRESENT)
-            shipping = any(s is LayerState.SHIPPING for s in r.layer_states)
+            key = f"{r.vm}/{r.disk}"
             lag = "?" if r.lag_s is None else _duration(r.lag_s)
-            state = (Text("RPO violated", style="bold red") if r.rpo_violated
-                     else Text("shipping", style="yellow") if shipping else Text("in sync", style="green"))
-            rows.append((f"{r.vm}/{r.disk}", [
-                r.vm, r.disk, r.primary_host, r.replica_host, f"{present}/{len(r.layer_states)}",
-                Text(lag, style="red" if r.rpo_violated else ""), _duration(r.rpo_s), state,
-            ]))
+            facts = (r.primary_host, r.replica_host, r.layer_states, lag, r.rpo_s, r.rpo_violated)
+            kept = self._made.get(key)
+            if kept is None or kept[0] != facts:  # a lag shown in minutes or hours often reads the same
+                kept = (facts, _cells(r, lag))
+            made[key] = kept
+            rows.append((key, kept[1]))
+        self._made = made
         self.query_one(ReplicaTable).set_rows(rows)
         self._show_chain()
 
@@ -76,6 +81,15 @@ class ReplicationScreen(InventoryScreen):
 def _selected_vm(screen: ReplicationScreen) -> str | None:
     key = screen.query_one(ReplicaTable).current_key
     return key.split("/")[0] if key else None
+
+
+def _cells(r: ReplicaLink, lag: str) -> tuple[Cell, ...]:
+    present = sum(1 for s in r.layer_states if s is LayerState.PRESENT)
+    shipping = any(s is LayerState.SHIPPING for s in r.layer_states)
+    state = (Text("RPO violated", style="bold red") if r.rpo_violated
+             else Text("shipping", style="yellow") if shipping else Text("in sync", style="green"))
+    return (r.vm, r.disk, r.primary_host, r.replica_host, f"{present}/{len(r.layer_states)}",
+            Text(lag, style="red" if r.rpo_violated else ""), _duration(r.rpo_s), state)
 
 
 def _duration(seconds: float) -> str:

@@ -36,9 +36,12 @@ class ServicesScreen(InventoryScreen):
 
     def show(self, inv: Inventory) -> None:
         super().show(inv)
+        if self.unchanged("services", inv.services, inv.vms, inv.hosts, inv.devices):
+            return
         rows: list[tuple[str, list[Cell]]] = []
+        by_place = {(v.name, v.host): v for v in inv.vms}
         for s in sorted(inv.services, key=lambda s: s.name):
-            vm = next((v for v in inv.vms if v.name == s.vm and v.host == s.host), None)
+            vm = by_place.get((s.vm, s.host))
             state = (Text("unbound", style="bold yellow") if s.vf is None
                      else vm_state(vm.state) if vm else Text("VM gone", style="red"))
             vf = Text(s.vf.removeprefix("0000:")) if s.vf else Text("—", style="dim")

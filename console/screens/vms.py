@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import operator
+from typing import Any
+
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import DataTable
@@ -28,6 +31,9 @@ class VmsScreen(InventoryScreen):
     def __init__(self) -> None:
         super().__init__()
         self.sort = 0
+        # What the table was last shown from: VMs, sort, replicated and lagging VM names.
+        self._table_shows: tuple[tuple[Vm, ...], int, set[str], set[str]] | None = None
+        self._detail: tuple[tuple[object, ...], tuple[Any, ...]] | None = None  # (made from, the detail's facts)
 
     def compose_body(self) -> ComposeResult:
         with pane("vms-pane", "VMs"):
@@ -39,9 +45,27 @@ class VmsScreen(InventoryScreen):
         super().show(inv)
         replicated = {r.vm for r in inv.replicas}
         lagging = {r.vm for r in inv.replicas if r.rpo_violated}
-        self.query_one(VmTable).show(sorted(inv.vms, key=_sort_key(SORTS[self.sort])), replicated, lagging)
-        self.query_one("#vms-pane").border_title = f"VMs · sorted by {SORTS[self.sort]}"
+        if not self._update_table(inv.vms, replicated, lagging):
+            self.query_one(VmTable).show(sorted(inv.vms, key=_sort_key(SORTS[self.sort])), replicated, lagging)
+        self._table_shows = (inv.vms, self.sort, replicated, lagging)
+        title = f"VMs · sorted by {SORTS[self.sort]}"
+        if self.query_one("#vms-pane").border_title != title:
+            self.query_one("#vms-pane").border_title = title
         self._show_detail()
+
+    def _update_table(self, vms: tuple[Vm, ...], replicated: set[str], lagging: set[str]) -> bool:
+        """Update only the rows whose VM changed (backends keep unchanged VMs as the same objects),
+        when the table was shown from a snapshot of the same VMs in the same order, sorted the same,
+        and no changed VM moves in the sort. False: show the whole table."""
+        before = self._table_shows
+        if before is None or before[1] != self.sort or len(before[0]) != len(vms):
+            return False
+        key = _sort_key(SORTS[self.sort])
+        changed = [] if before[0] is vms else [(a, b) for a, b in zip(before[0], vms, strict=True) if a is not b]
+        if any(a.name != b.name or key(a) != key(b) for a, b in changed):
+            return False
+        marked = (replicated ^ before[2]) | (lagging ^ before[3])
+        return not (changed or marked) or self.query_one(VmTable).update(changed, marked, replicated, lagging)
 
     def apply_filter(self, text: str) -> None:
         self.query_one(VmTable).set_filter(text)
@@ -59,12 +83,19 @@ class VmsScreen(InventoryScreen):
         inv, vm = self.hvc.inventory, self.selected()
         if inv is None:
             return
-        host = inv.host(vm.host) if vm else None
-        chains = [c for c in inv.chains if vm and c.vm == vm.name and c.host == vm.host]
+        source = (vm, inv.vms, inv.hosts, inv.chains)
+        kept = self._detail
+        if kept is None or not all(map(operator.is_, kept[0], source)):
+            # What only changes with the VMs, hosts or chains (each a scan of the fleet) is kept
+            # while the snapshot hands back the same ones.
+            host = inv.host(vm.host) if vm else None
+            chains = [c for c in inv.chains if vm and c.vm == vm.name and c.host == vm.host]
+            flags = vm_flags(vm, host, inv.vms_on(vm.host)) if vm else []
+            site = [h for h in inv.hosts if host and h.site == host.site and h.numa]
+            fits = fits_on(inv, vm, site) if vm and vm.active else []
+            kept = self._detail = (source, (host, chains, flags, fits))
+        host, chains, flags, fits = kept[1]
         replicas = [r for r in inv.replicas if vm and r.vm == vm.name]
-        flags = vm_flags(vm, host, inv.vms_on(vm.host)) if vm else []
-        site = [h for h in inv.hosts if host and h.site == host.site and h.numa]
-        fits = fits_on(inv, vm, site) if vm and vm.active else []
         self.query_one(VmDetail).show(vm, host, chains, replicas, flags, fits)
 
     def action_sort(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from backends.base import Capability
@@ -37,10 +39,44 @@ def test_time_moves_only_with_the_clock(spec: FleetSpec) -> None:
     later = backend.refresh()
     lag = {(r.vm, r.disk): r.lag_s for r in first.replicas}
     assert all(r.lag_s == pytest.approx(lag[(r.vm, r.disk)] + 60) for r in later.replicas)
-    vm, vm_later = first.vm("pg-main-01"), later.vm("pg-main-01")
-    assert vm and vm_later and vm.cpu_time_ns and vm_later.cpu_time_ns
-    assert vm_later.cpu_time_ns > vm.cpu_time_ns
+    vm = first.vm("pg-main-01")
+    assert vm is not None
+    key = (vm.host, vm.name)
+    assert later.cpu_time_ns[key] > first.cpu_time_ns[key] > 0
 
+
+def test_an_idle_refresh_keeps_what_did_not_change(spec: FleetSpec) -> None:
+    """Views and analysis skip by identity: a refresh where only counters moved hands back the
+    same VM, host and chain objects (and the same tuples), with new CPU times and replica lags."""
+    clock = ManualClock(1000.0)
+    backend = SimBackend(generate_fleet(6, 20, seed=1), clock)  # no overcommitted host: no residency moves
+    first = backend.refresh()
+    clock.advance(2)
+    later = backend.refresh()
+    assert later.vms is first.vms and later.hosts is first.hosts and later.chains is first.chains
+    assert later.devices is first.devices and later.services is first.services
+    assert later.cpu_time_ns != first.cpu_time_ns
+    assert [r.replica for r in later.replicas] == [r.replica for r in first.replicas]
+    assert all(a.replica is b.replica for a, b in zip(first.replicas, later.replicas, strict=True))
+    moved = next(vm for vm in later.vms if vm.active)
+    backend.state.vms[moved.name] = replace(moved, vcpus=moved.vcpus + 1)
+    changed = backend.refresh()
+    assert changed.vms is not later.vms
+    assert [vm.name for a, vm in zip(later.vms, changed.vms, strict=True) if a is not vm] == [moved.name]
+    assert changed.host(moved.host) is not later.host(moved.host)
+    assert sum(a is not b for a, b in zip(later.hosts, changed.hosts, strict=True)) == 1
+
+
+def test_overcommitted_hosts_show_residency_moving(spec: FleetSpec) -> None:
+    """On the demo fleet's overcommitted host the guests' residency moves with the clock, so those
+    VMs are new objects each tick while the others stay as they were."""
+    clock = ManualClock(1000.0)
+    backend = SimBackend(spec, clock)
+    first = backend.refresh()
+    clock.advance(2)
+    later = backend.refresh()
+    renewed = {vm.name for a, vm in zip(first.vms, later.vms, strict=True) if a is not vm}
+    assert renewed and renewed <= {vm.name for vm in later.vms if backend.residency.tracked(vm)}
 
 def test_free_memory_is_what_running_vms_leave(spec: FleetSpec) -> None:
     inv = SimBackend(spec).snapshot()

@@ -69,8 +69,49 @@ async def test_a_row_changed_off_screen_shows_its_new_cells_once_scrolled_to() -
         table.show([*vms[:-1], replace(last, vcpus=97)])  # far below the 9 lines on screen
         await pilot.pause()
         assert table.get_row_at(len(vms) - 1)[3] == "97"
-        assert table._hidden_stale is not None  # it took the off-screen path
         await pilot.press("G")
         await pilot.pause()
         screen_text = "\n".join(strip.text for strip in table.render_lines(table.region.reset_offset))
         assert " 97 " in screen_text and last.name in screen_text
+
+
+async def test_update_changes_only_the_rows_given() -> None:
+    """The incremental path the VMs view takes on a refresh: the changed VM's row and a VM whose
+    replica mark flipped are redrawn; every other row keeps the very cells it had."""
+    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
+    app = _Host()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(VmTable)
+        table.show(vms)
+        await pilot.pause()
+        before = dict(table._rows)
+        changed, marked = vms[3], vms[7]
+        grown = replace(changed, vcpus=changed.vcpus + 8)
+        assert table.update([(changed, grown)], {marked.name}, replicated={marked.name})
+        await pilot.pause()
+        assert table.get_row(changed.uuid)[3] == str(grown.vcpus)
+        assert str(table.get_row(marked.uuid)[7]) == "ok"
+        assert table.vm(changed.uuid) is grown
+        redrawn = {k for k, cells in table._rows.items() if cells is not before[k]}
+        assert redrawn == {changed.uuid, marked.uuid}
+
+
+async def test_update_refuses_what_it_cannot_do_in_place() -> None:
+    """A VM the table does not show, or a row the filter would now hide, is left to a full show."""
+    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
+    app = _Host()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one(VmTable)
+        table.show(vms)
+        await pilot.pause()
+        stranger = replace(vms[0], name="not-shown", uuid="0000")
+        assert not table.update([(stranger, replace(stranger, vcpus=1))], set())
+        table.set_filter(vms[2].name)
+        await pilot.pause()
+        assert list(table._rows) == [vms[2].uuid]
+        hidden = replace(vms[5], vcpus=3)  # hidden by the filter before and after: fine in place
+        assert table.update([(vms[5], hidden)], set())
+        assert list(table._rows) == [vms[2].uuid] and table.vm(vms[5].uuid) is hidden
+        appears = replace(hidden, host=vms[2].name)  # would now match the filter: a row comes
+        assert not table.update([(hidden, appears)], set())
+        assert table.vm(vms[5].uuid) is hidden  # nothing changed
