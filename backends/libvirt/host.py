@@ -18,6 +18,7 @@ from typing import Any
 
 import libvirt
 
+from backends import gcpause
 from backends.libvirt.ops import libvirt_reason
 from backends.libvirt.parse import (
     DomainFacts,
@@ -180,7 +181,8 @@ class HostConnection:
                 self._wake.clear()  # a request from now on gets the next refresh
                 self._started = self.view.generation + 1
             try:
-                self._refresh()
+                with gcpause.paused():
+                    self._refresh()
             except libvirt.libvirtError as exc:
                 if not self._alive():
                     self._lost(exc)
