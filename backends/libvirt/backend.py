@@ -157,6 +157,7 @@ class LibvirtBackend(Backend):
             for u in uris
         ]
         self._inventory = Inventory((), (), (), (), ())
+        self._renamed: dict[tuple[str, str], tuple[tuple[Any, ...], str, tuple[Any, ...]]] = {}
         self._replicas: tuple[ReplicaLink, ...] = ()
         self._replicas_at = -REPLICAS_EVERY_S
         for host in self.hosts:
@@ -254,22 +255,31 @@ class LibvirtBackend(Backend):
     def _compose(self) -> Inventory:
         names = self._names()
         views = [h.view for h in self.hosts]
-        vms = tuple(
-            replace(vm, host=names[v.uri]) for v in views for vm in v.vms
-        )
-        chains = tuple(replace(c, host=names[v.uri]) for v in views for c in v.chains)
-        devices = tuple(replace(d, host=names[v.uri]) for v in views for d in v.devices)
+
+        def named(field: str) -> tuple[Any, ...]:
+            return tuple(x for v in views for x in self._named(v.uri, field, getattr(v, field), names[v.uri]))
+
+        vms = named("vms")
         return Inventory(
             sites=(Site(SITE, SiteRole.PRIMARY),),
             hosts=tuple(_host(v, names[v.uri]) for v in views),
             vms=vms,
-            devices=resolve_owners(devices, vms),
-            chains=chains,
-            pools=tuple(replace(p, host=names[v.uri]) for v in views for p in v.pools),
+            devices=resolve_owners(named("devices"), vms),
+            chains=named("chains"),
+            pools=named("pools"),
             replicas=self._replicas,
             taken_at=time.time(),
-            services=tuple(replace(s, host=names[v.uri]) for v in views for s in v.services),
+            services=named("services"),
         )
+
+    def _named(self, uri: str, field: str, items: tuple[Any, ...], name: str) -> tuple[Any, ...]:
+        """A host's ``items`` (VMs, chains, …) with ``host`` set to the name it is shown by; kept
+        while neither changes, as one host's change composes every host's again."""
+        key = (uri, field)
+        hit = self._renamed.get(key)
+        if hit is None or hit[0] is not items or hit[1] != name:
+            hit = self._renamed[key] = (items, name, tuple(replace(x, host=name) for x in items))
+        return hit[2]
 
 
 def _host(view: HostView, name: str) -> Host:
