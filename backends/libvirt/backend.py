@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput, HostUnreachable
+from backends.libvirt.connect import Opening, check_uri
 from backends.libvirt.events import ensure_event_loop
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
 from backends.libvirt.parse import resolve_owners
@@ -41,17 +42,6 @@ SITE = "default"
 FIRST_LOAD_TIMEOUT_S = 20.0
 REFRESH_TIMEOUT_S = 3.0
 REPLICAS_EVERY_S = 30.0  # replica records live in volumes on other hosts: read them sparingly
-
-
-def check_uri(uri: str) -> str:
-    """Refuse what cannot be a libvirt URI before trying to connect to it."""
-    scheme, sep, _ = uri.partition(":")
-    if not sep or not scheme or not scheme.replace("+", "").replace("-", "").isalnum() or not _.startswith("//"):
-        raise BadInput(
-            f"{redact(uri)!r} is not a libvirt URI or a host name from the config file",
-            hint="write it like qemu:///system, qemu+ssh://root@host/system or test:///default",
-        )
-    return uri
 
 
 class EventTap:
@@ -140,8 +130,9 @@ class LibvirtBackend(Backend):
 
     def __init__(
         self, uris: tuple[str, ...] | list[str], *, read_only: bool = False, poll_s: float = 5.0,
-        first_load_timeout_s: float = FIRST_LOAD_TIMEOUT_S,
+        first_load_timeout_s: float = FIRST_LOAD_TIMEOUT_S, opened: dict[str, Opening] | None = None,
     ) -> None:
+        """``opened``: connections already being opened (``connect.open_ahead``), by URI."""
         super().__init__(read_only=read_only)
         uris = tuple(check_uri(u) for u in uris)
         duplicates = [u for u, n in Counter(uris).items() if n > 1]
@@ -153,7 +144,7 @@ class LibvirtBackend(Backend):
         self._taps_lock = threading.Lock()
         self.hosts = [
             HostConnection(u, read_only=read_only, on_change=self._host_changed, on_event=self._dispatch,
-                           poll_s=poll_s)
+                           poll_s=poll_s, opening=(opened or {}).get(u))
             for u in uris
         ]
         self._inventory = Inventory((), (), (), (), ())

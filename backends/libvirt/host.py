@@ -19,6 +19,7 @@ from typing import Any
 import libvirt
 
 from backends import gcpause
+from backends.libvirt.connect import Opening, open_connection
 from backends.libvirt.ops import libvirt_reason
 from backends.libvirt.parse import (
     DomainFacts,
@@ -103,6 +104,7 @@ class HostConnection:
         on_change: Callable[[HostConnection], None],
         on_event: Callable[[DomainEvent], None] = lambda _e: None,
         poll_s: float = 5.0,
+        opening: Opening | None = None,
     ) -> None:
         self.uri = uri
         self.read_only = read_only
@@ -115,6 +117,7 @@ class HostConnection:
         self._on_change = on_change
         self._on_event = on_event
         self._conn: Any = None
+        self._opening = opening  # the first connection, opened ahead
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -195,7 +198,8 @@ class HostConnection:
 
     def _connect(self) -> None:
         self._count("open")
-        conn = libvirt.openReadOnly(self.uri) if self.read_only else libvirt.open(self.uri)
+        opening, self._opening = self._opening, None
+        conn = opening.take() if opening is not None else open_connection(self.uri, self.read_only)
         with self._lock:
             self._conn = conn
             self._facts.clear()
