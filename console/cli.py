@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -261,6 +263,13 @@ def _fail(message: str, code: int) -> None:
 
     click.echo(f"hvc: error: {redact(message)}", err=True)
     sys.exit(code)
+
+
+# Finalization runs four full collections over everything still alive: with 2,000 domains loaded,
+# 0.2 s of `hvc inventory`. Frozen, objects are still freed as their modules are cleared; only
+# those in reference cycles are left to the process's exit. What must be released (backends,
+# connections, files) is closed explicitly before then.
+atexit.register(gc.freeze)
 
 
 def main(argv: list[str] | None = None) -> None:
