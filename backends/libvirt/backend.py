@@ -264,12 +264,14 @@ class LibvirtBackend(Backend):
         )
 
     def _named(self, uri: str, field: str, items: tuple[Any, ...], name: str) -> tuple[Any, ...]:
-        """A host's ``items`` (VMs, chains, …) with ``host`` set to the name it is shown by; kept
-        while neither changes, as one host's change composes every host's again."""
+        """A host's ``items`` (VMs, chains, …) with ``host`` set to the name it is shown by: as they
+        are, unless two hosts report the same hostname; kept while neither changes, as one host's
+        change composes every host's again."""
         key = (uri, field)
         hit = self._renamed.get(key)
         if hit is None or hit[0] is not items or hit[1] != name:
-            hit = self._renamed[key] = (items, name, tuple(replace(x, host=name) for x in items))
+            named = items if all(x.host == name for x in items) else tuple(replace(x, host=name) for x in items)
+            hit = self._renamed[key] = (items, name, named)
         return hit[2]
 
 

@@ -66,7 +66,9 @@ MAX_BACKOFF_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class HostView:
-    """What one host contributes to the inventory; VMs and chains carry the URI as host."""
+    """What one host contributes to the inventory. VMs, chains, devices, pools and services carry the
+    host's hostname as host (its URI until it is known): the name it is shown by, unless two hosts
+    report the same hostname."""
 
     uri: str
     state: HostState
@@ -117,6 +119,7 @@ class HostConnection:
         self._on_change = on_change
         self._on_event = on_event
         self._conn: Any = None
+        self._label = uri  # the host of what this host's refresh builds: its hostname once known
         self._opening = opening  # the first connection, opened ahead
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -308,6 +311,12 @@ class HostConnection:
             hypervisor = f"{conn.getType()} {version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
         except libvirt.libvirtError:
             pass
+        if (hostname or self.uri) != self._label:  # what was read under another name is read again
+            with self._lock:
+                self._label = hostname or self.uri
+                self._facts.clear()
+                self._devices = None
+                self._pools = None
         return replace(
             self.view, hostname=hostname, hypervisor=hypervisor, topology=topology,
             memory_kib=topology.memory_kib or int(info[1]) * 1024, threads=topology.threads or int(info[2]),
@@ -329,7 +338,7 @@ class HostConnection:
             if facts is None or uuid in dirty or self._last_state.get(uuid) is not state:
                 self._count("XMLDesc")
                 root = domain_root(dom.XMLDesc(0))  # parsed once for both readers
-                facts = replace(parse_domain(root, self.uri), services=parse_services(root, self.uri))
+                facts = replace(parse_domain(root, self._label), services=parse_services(root, self._label))
                 self._facts[uuid] = facts
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")
@@ -349,7 +358,7 @@ class HostConnection:
         out = []
         for dev in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
             self._count("nodeDevice.XMLDesc")
-            parsed = parse_nodedev(dev.XMLDesc(0), self.uri)
+            parsed = parse_nodedev(dev.XMLDesc(0), self._label)
             if parsed is not None:
                 out.append(parsed)
         return tuple(out)
@@ -373,7 +382,7 @@ class HostConnection:
                     volumes.append(Volume(vol.name(), vol.path(), fmt, vol_capacity, allocation, backing))
             except libvirt.libvirtError:
                 continue  # a pool that vanished or cannot list: its layers stay unsized
-            pools.append(StoragePool(pool.name(), self.uri, kind, path, capacity, available,
+            pools.append(StoragePool(pool.name(), self._label, kind, path, capacity, available,
                                      tuple(sorted(volumes, key=lambda v: v.name))))
         return tuple(pools)
 
