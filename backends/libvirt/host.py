@@ -127,12 +127,15 @@ class HostConnection:
         self._fresh = threading.Condition()
         self._facts: dict[str, DomainFacts] = {}
         self._last_state: dict[str, VmState] = {}
+        self._vms: dict[str, tuple[tuple[Any, ...], Vm]] = {}  # the VM built from these facts and stats
         self._dirty: set[str] = set()
         self._started = 0  # the generation the refresh under way (or the last one) will publish
         self._devices: tuple[PciDevice, ...] | None = None
         self._pools: tuple[StoragePool, ...] | None = None
         self._indexed: tuple[StoragePool, ...] | None = None
         self._index: dict[str, Volume] = {}
+        self._sized_by_id: dict[int, tuple[DiskChain, DiskChain]] = {}  # id(chain) → (chain, sized)
+        self._sized_from: dict[str, Volume] | None = None  # the volume index they were sized from
         self._thread = threading.Thread(target=self._run, name=f"host {redact(uri)}", daemon=True)
 
     # -- driving the thread ------------------------------------------------------------
@@ -290,7 +293,7 @@ class HostConnection:
             self._devices = self._node_devices(conn)
         if self._pools is None:
             self._pools = self._storage_pools(conn)
-        chains = tuple(self._sized(c) for c in chains)
+        chains = self._sized_chains(chains)
         self._publish(replace(
             view, state=HostState.CONNECTED, error=None, free_kib=free, vms=vms, chains=chains,
             devices=self._devices, pools=self._pools or (), generation=view.generation + 1, services=services,
@@ -343,14 +346,19 @@ class HostConnection:
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")
             memory_kib = int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib
-            vms.append(replace(
-                facts.vm, state=state, cpu_time_ns=record.get("cpu.time"), memory_kib=memory_kib,
-                residency=with_stats(facts.vm.residency, state, memory_kib, record.get("balloon.rss")),
-            ))
+            key = (facts, state, record.get("cpu.time"), memory_kib, record.get("balloon.rss"))
+            last = self._vms.get(uuid)
+            if last is None or last[0] != key:  # else the same VM as last time: not built again
+                last = self._vms[uuid] = (key, replace(
+                    facts.vm, state=state, cpu_time_ns=key[2], memory_kib=memory_kib,
+                    residency=with_stats(facts.vm.residency, state, memory_kib, key[4]),
+                ))
+            vms.append(last[1])
             chains.extend(facts.chains)
-        for gone in set(self._facts) - seen:
-            del self._facts[gone]
+        for gone in (self._facts.keys() | self._vms.keys()) - seen:
+            self._facts.pop(gone, None)
             self._last_state.pop(gone, None)
+            self._vms.pop(gone, None)
         return tuple(vms), tuple(chains)
 
     def _node_devices(self, conn: Any) -> tuple[PciDevice, ...]:
@@ -385,6 +393,18 @@ class HostConnection:
             pools.append(StoragePool(pool.name(), self._label, kind, path, capacity, available,
                                      tuple(sorted(volumes, key=lambda v: v.name))))
         return tuple(pools)
+
+    def _sized_chains(self, chains: tuple[DiskChain, ...]) -> tuple[DiskChain, ...]:
+        """Each chain sized; a chain whose domain XML was not re-read, sized from the same pool
+        listing, as the last refresh sized it."""
+        volumes = self._volume_index()
+        last = self._sized_by_id if self._sized_from is volumes else {}
+        now: dict[int, tuple[DiskChain, DiskChain]] = {}
+        for chain in chains:
+            hit = last.get(id(chain))
+            now[id(chain)] = hit if hit is not None and hit[0] is chain else (chain, self._sized(chain))
+        self._sized_by_id, self._sized_from = now, volumes
+        return tuple(now[id(c)][1] for c in chains)
 
     def _sized(self, chain: DiskChain) -> DiskChain:
         """Sizes from the pool volume at each layer's path; and where the domain XML stops at the
