@@ -412,9 +412,8 @@ class HostConnection:
         volumes' own backing paths."""
         volumes = self._volume_index()
         layers = [
-            replace(layer, virtual_bytes=volumes[layer.path].capacity_bytes,
-                    allocated_bytes=volumes[layer.path].allocated_bytes)
-            if layer.path in volumes and layer.virtual_bytes is None else layer
+            DiskLayer(layer.path, layer.format, vol.capacity_bytes, vol.allocated_bytes)
+            if layer.virtual_bytes is None and (vol := volumes.get(layer.path)) is not None else layer
             for layer in chain.layers
         ]
         below = volumes.get(layers[0].path) if layers else None
