@@ -17,6 +17,7 @@ from backends.base import find_device, find_vm
 from backends.errors import BadInput
 from backends.models import DeviceImage, Inventory, OwnerKind, PciDevice, Vm
 from backends.requests import AttachRequest
+from backends.xmlpath import find
 
 NS = "https://hvconsole.dev/xmlns/images/1"
 PREFIX = "hvc"  # the namespace prefix libvirt writes for NS
@@ -172,7 +173,7 @@ def from_xml(text: str) -> tuple[DeviceImage, ...]:
 
 def from_domain(root: ET.Element) -> tuple[DeviceImage, ...]:
     """The images a parsed ``<domain>`` carries in its metadata; malformed ones are skipped."""
-    el = root.find(f"metadata/{{{NS}}}images")
+    el = find(root, "metadata", f"{{{NS}}}images")
     if el is None:
         return ()
     try:

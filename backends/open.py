@@ -6,10 +6,13 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from backends.base import Backend
 from backends.errors import BadInput
-from backends.sim.clock import Clock
+
+if TYPE_CHECKING:  # not at run time: a libvirt connection starts opening before the model is imported
+    from backends.base import Backend
+    from backends.sim.clock import Clock
 
 
 def open_backend(
@@ -31,9 +34,12 @@ def open_backend(
             hint="use libvirt hosts (-c) or the simulator, not both",
         )
     if connect:
+        from backends.libvirt.connect import open_ahead
+
+        opened = open_ahead(connect, read_only)
         from backends.libvirt.backend import LibvirtBackend
 
-        return LibvirtBackend(connect, read_only=read_only)
+        return LibvirtBackend(connect, read_only=read_only, opened=opened)
     from backends.sim.backend import SimBackend
     from backends.sim.fleet import demo_fleet_path, load_fleet
 

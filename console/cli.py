@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,7 +82,39 @@ def snapshot_from(ctx: click.Context, opts: dict[str, Any]) -> Any:
         backend.close()
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The commands defined in this file answer at once; the others (operations, devices, services,
+    bench) are imported when one of them is asked for or all are listed: a command that does not
+    need them, like `hvc inventory` (0.05 s of its start), does not import them."""
+
+    _all_added = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._all_added:
+            self._add_all()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_all()
+        return super().list_commands(ctx)
+
+    def _add_all(self) -> None:
+        if self._all_added:
+            return
+        self._all_added = True
+        from console import cli_services
+        from console.bench.suite import bench
+        from console.cli_devices import COMMANDS as DEVICE_COMMANDS
+        from console.cli_devices_policy import COMMANDS as POLICY_COMMANDS
+        from console.cli_ops import COMMANDS
+
+        for command in (*COMMANDS, *DEVICE_COMMANDS, *POLICY_COMMANDS, *cli_services.COMMANDS, bench):
+            self.add_command(command)
+
+
+@click.group(cls=_Commands, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @backend_options
 @click.version_option(VERSION, "--version", prog_name="hvc")
 @click.pass_context
@@ -159,28 +193,6 @@ def play(ctx: click.Context, /, scenario: str, screenshots: Path | None, size: s
         raise OperationFailed(f"{loaded.path}: step {failed.index} failed: {failed.label}")
 
 
-def _add_operations() -> None:
-    from console import cli_services
-    from console.cli_devices import COMMANDS as DEVICE_COMMANDS
-    from console.cli_devices_policy import COMMANDS as POLICY_COMMANDS
-    from console.cli_ops import COMMANDS
-
-    for command in (*COMMANDS, *DEVICE_COMMANDS, *POLICY_COMMANDS, *cli_services.COMMANDS):
-        cli.add_command(command)
-
-
-_add_operations()
-
-
-def _add_bench() -> None:
-    from console.bench.suite import bench
-
-    cli.add_command(bench)
-
-
-_add_bench()
-
-
 @cli.group()
 def lab() -> None:
     """A two-host libvirt lab on this machine (root): up, status, down."""
@@ -251,6 +263,13 @@ def _fail(message: str, code: int) -> None:
 
     click.echo(f"hvc: error: {redact(message)}", err=True)
     sys.exit(code)
+
+
+# Finalization runs four full collections over everything still alive: with 2,000 domains loaded,
+# 0.2 s of `hvc inventory`. Frozen, objects are still freed as their modules are cleared; only
+# those in reference cycles are left to the process's exit. What must be released (backends,
+# connections, files) is closed explicitly before then.
+atexit.register(gc.freeze)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from backends.base import Backend, Capability, Change, Operation
 from backends.errors import BadInput, HostUnreachable
+from backends.libvirt.connect import Opening, check_uri
 from backends.libvirt.events import ensure_event_loop
 from backends.libvirt.host import DomainEvent, HostConnection, HostView
 from backends.libvirt.parse import resolve_owners
@@ -41,17 +42,6 @@ SITE = "default"
 FIRST_LOAD_TIMEOUT_S = 20.0
 REFRESH_TIMEOUT_S = 3.0
 REPLICAS_EVERY_S = 30.0  # replica records live in volumes on other hosts: read them sparingly
-
-
-def check_uri(uri: str) -> str:
-    """Refuse what cannot be a libvirt URI before trying to connect to it."""
-    scheme, sep, _ = uri.partition(":")
-    if not sep or not scheme or not scheme.replace("+", "").replace("-", "").isalnum() or not _.startswith("//"):
-        raise BadInput(
-            f"{redact(uri)!r} is not a libvirt URI or a host name from the config file",
-            hint="write it like qemu:///system, qemu+ssh://root@host/system or test:///default",
-        )
-    return uri
 
 
 class EventTap:
@@ -140,8 +130,9 @@ class LibvirtBackend(Backend):
 
     def __init__(
         self, uris: tuple[str, ...] | list[str], *, read_only: bool = False, poll_s: float = 5.0,
-        first_load_timeout_s: float = FIRST_LOAD_TIMEOUT_S,
+        first_load_timeout_s: float = FIRST_LOAD_TIMEOUT_S, opened: dict[str, Opening] | None = None,
     ) -> None:
+        """``opened``: connections already being opened (``connect.open_ahead``), by URI."""
         super().__init__(read_only=read_only)
         uris = tuple(check_uri(u) for u in uris)
         duplicates = [u for u, n in Counter(uris).items() if n > 1]
@@ -153,10 +144,11 @@ class LibvirtBackend(Backend):
         self._taps_lock = threading.Lock()
         self.hosts = [
             HostConnection(u, read_only=read_only, on_change=self._host_changed, on_event=self._dispatch,
-                           poll_s=poll_s)
+                           poll_s=poll_s, opening=(opened or {}).get(u))
             for u in uris
         ]
         self._inventory = Inventory((), (), (), (), ())
+        self._renamed: dict[tuple[str, str], tuple[tuple[Any, ...], str, tuple[Any, ...]]] = {}
         self._replicas: tuple[ReplicaLink, ...] = ()
         self._replicas_at = -REPLICAS_EVERY_S
         for host in self.hosts:
@@ -254,23 +246,34 @@ class LibvirtBackend(Backend):
     def _compose(self) -> Inventory:
         names = self._names()
         views = [h.view for h in self.hosts]
-        vms = tuple(
-            replace(vm, host=names[v.uri]) for v in views for vm in v.vms
-        )
-        chains = tuple(replace(c, host=names[v.uri]) for v in views for c in v.chains)
-        devices = tuple(replace(d, host=names[v.uri]) for v in views for d in v.devices)
+
+        def named(field: str) -> tuple[Any, ...]:
+            return tuple(x for v in views for x in self._named(v.uri, field, getattr(v, field), names[v.uri]))
+
+        vms = named("vms")
         return Inventory(
             sites=(Site(SITE, SiteRole.PRIMARY),),
             hosts=tuple(_host(v, names[v.uri]) for v in views),
             vms=vms,
-            devices=resolve_owners(devices, vms),
-            chains=chains,
-            pools=tuple(replace(p, host=names[v.uri]) for v in views for p in v.pools),
+            devices=resolve_owners(named("devices"), vms),
+            chains=named("chains"),
+            pools=named("pools"),
             replicas=self._replicas,
             taken_at=time.time(),
-            services=tuple(replace(s, host=names[v.uri]) for v in views for s in v.services),
+            services=named("services"),
             cpu_time_ns={(names[v.uri], vm): used for v in views for vm, used in v.cpu_time_ns.items()},
         )
+
+    def _named(self, uri: str, field: str, items: tuple[Any, ...], name: str) -> tuple[Any, ...]:
+        """A host's ``items`` (VMs, chains, …) with ``host`` set to the name it is shown by: as they
+        are, unless two hosts report the same hostname; kept while neither changes, as one host's
+        change composes every host's again."""
+        key = (uri, field)
+        hit = self._renamed.get(key)
+        if hit is None or hit[0] is not items or hit[1] != name:
+            named = items if all(x.host == name for x in items) else tuple(replace(x, host=name) for x in items)
+            hit = self._renamed[key] = (items, name, named)
+        return hit[2]
 
 
 def _host(view: HostView, name: str) -> Host:

@@ -18,6 +18,8 @@ from typing import Any
 
 import libvirt
 
+from backends import gcpause
+from backends.libvirt.connect import Opening, open_connection
 from backends.libvirt.ops import libvirt_reason
 from backends.libvirt.parse import (
     DomainFacts,
@@ -64,7 +66,9 @@ MAX_BACKOFF_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class HostView:
-    """What one host contributes to the inventory; VMs and chains carry the URI as host."""
+    """What one host contributes to the inventory. VMs, chains, devices, pools and services carry the
+    host's hostname as host (its URI until it is known): the name it is shown by, unless two hosts
+    report the same hostname."""
 
     uri: str
     state: HostState
@@ -103,6 +107,7 @@ class HostConnection:
         on_change: Callable[[HostConnection], None],
         on_event: Callable[[DomainEvent], None] = lambda _e: None,
         poll_s: float = 5.0,
+        opening: Opening | None = None,
     ) -> None:
         self.uri = uri
         self.read_only = read_only
@@ -115,18 +120,23 @@ class HostConnection:
         self._on_change = on_change
         self._on_event = on_event
         self._conn: Any = None
+        self._label = uri  # the host of what this host's refresh builds: its hostname once known
+        self._opening = opening  # the first connection, opened ahead
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._fresh = threading.Condition()
         self._facts: dict[str, DomainFacts] = {}
         self._last_state: dict[str, VmState] = {}
+        self._vms: dict[str, tuple[tuple[Any, ...], Vm]] = {}  # the VM built from these facts and stats
         self._dirty: set[str] = set()
         self._started = 0  # the generation the refresh under way (or the last one) will publish
         self._devices: tuple[PciDevice, ...] | None = None
         self._pools: tuple[StoragePool, ...] | None = None
         self._indexed: tuple[StoragePool, ...] | None = None
         self._index: dict[str, Volume] = {}
+        self._sized_by_id: dict[int, tuple[DiskChain, DiskChain]] = {}  # id(chain) → (chain, sized)
+        self._sized_from: dict[str, Volume] | None = None  # the volume index they were sized from
         self._thread = threading.Thread(target=self._run, name=f"host {redact(uri)}", daemon=True)
 
     # -- driving the thread ------------------------------------------------------------
@@ -181,7 +191,8 @@ class HostConnection:
                 self._wake.clear()  # a request from now on gets the next refresh
                 self._started = self.view.generation + 1
             try:
-                self._refresh()
+                with gcpause.paused():
+                    self._refresh()
             except libvirt.libvirtError as exc:
                 if not self._alive():
                     self._lost(exc)
@@ -194,7 +205,8 @@ class HostConnection:
 
     def _connect(self) -> None:
         self._count("open")
-        conn = libvirt.openReadOnly(self.uri) if self.read_only else libvirt.open(self.uri)
+        opening, self._opening = self._opening, None
+        conn = opening.take() if opening is not None else open_connection(self.uri, self.read_only)
         with self._lock:
             self._conn = conn
             self._facts.clear()
@@ -282,7 +294,7 @@ class HostConnection:
             self._devices = self._node_devices(conn)
         if self._pools is None:
             self._pools = self._storage_pools(conn)
-        chains = tuple(self._sized(c) for c in chains)
+        chains = self._sized_chains(chains)
         self._publish(replace(
             view, state=HostState.CONNECTED, error=None, free_kib=free, vms=vms, chains=chains,
             devices=self._devices, pools=self._pools or (), generation=view.generation + 1, services=services,
@@ -304,6 +316,12 @@ class HostConnection:
             hypervisor = f"{conn.getType()} {version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
         except libvirt.libvirtError:
             pass
+        if (hostname or self.uri) != self._label:  # what was read under another name is read again
+            with self._lock:
+                self._label = hostname or self.uri
+                self._facts.clear()
+                self._devices = None
+                self._pools = None
         return replace(
             self.view, hostname=hostname, hypervisor=hypervisor, topology=topology,
             memory_kib=topology.memory_kib or int(info[1]) * 1024, threads=topology.threads or int(info[2]),
@@ -328,21 +346,26 @@ class HostConnection:
             if facts is None or uuid in dirty or self._last_state.get(uuid) is not state:
                 self._count("XMLDesc")
                 root = domain_root(dom.XMLDesc(0))  # parsed once for both readers
-                facts = replace(parse_domain(root, self.uri), services=parse_services(root, self.uri))
+                facts = replace(parse_domain(root, self._label), services=parse_services(root, self._label))
                 self._facts[uuid] = facts
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")
             memory_kib = int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib
             if (used := record.get("cpu.time")) is not None:
-                cpu[facts.vm.name] = used
-            vms.append(replace(
-                facts.vm, state=state, memory_kib=memory_kib,
-                residency=with_stats(facts.vm.residency, state, memory_kib, record.get("balloon.rss")),
-            ))
+                cpu[facts.vm.name] = used  # a counter: kept apart, so an unchanged VM stays the same object
+            key = (facts, state, memory_kib, record.get("balloon.rss"))
+            last = self._vms.get(uuid)
+            if last is None or last[0] != key:  # else the same VM as last time: not built again
+                last = self._vms[uuid] = (key, replace(
+                    facts.vm, state=state, memory_kib=memory_kib,
+                    residency=with_stats(facts.vm.residency, state, memory_kib, key[3]),
+                ))
+            vms.append(last[1])
             chains.extend(facts.chains)
-        for gone in set(self._facts) - seen:
-            del self._facts[gone]
+        for gone in (self._facts.keys() | self._vms.keys()) - seen:
+            self._facts.pop(gone, None)
             self._last_state.pop(gone, None)
+            self._vms.pop(gone, None)
         return tuple(vms), tuple(chains), cpu
 
     def _node_devices(self, conn: Any) -> tuple[PciDevice, ...]:
@@ -350,7 +373,7 @@ class HostConnection:
         out = []
         for dev in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV):
             self._count("nodeDevice.XMLDesc")
-            parsed = parse_nodedev(dev.XMLDesc(0), self.uri)
+            parsed = parse_nodedev(dev.XMLDesc(0), self._label)
             if parsed is not None:
                 out.append(parsed)
         return tuple(out)
@@ -374,9 +397,21 @@ class HostConnection:
                     volumes.append(Volume(vol.name(), vol.path(), fmt, vol_capacity, allocation, backing))
             except libvirt.libvirtError:
                 continue  # a pool that vanished or cannot list: its layers stay unsized
-            pools.append(StoragePool(pool.name(), self.uri, kind, path, capacity, available,
+            pools.append(StoragePool(pool.name(), self._label, kind, path, capacity, available,
                                      tuple(sorted(volumes, key=lambda v: v.name))))
         return tuple(pools)
+
+    def _sized_chains(self, chains: tuple[DiskChain, ...]) -> tuple[DiskChain, ...]:
+        """Each chain sized; a chain whose domain XML was not re-read, sized from the same pool
+        listing, as the last refresh sized it."""
+        volumes = self._volume_index()
+        last = self._sized_by_id if self._sized_from is volumes else {}
+        now: dict[int, tuple[DiskChain, DiskChain]] = {}
+        for chain in chains:
+            hit = last.get(id(chain))
+            now[id(chain)] = hit if hit is not None and hit[0] is chain else (chain, self._sized(chain))
+        self._sized_by_id, self._sized_from = now, volumes
+        return tuple(now[id(c)][1] for c in chains)
 
     def _sized(self, chain: DiskChain) -> DiskChain:
         """Sizes from the pool volume at each layer's path; and where the domain XML stops at the
@@ -384,9 +419,8 @@ class HostConnection:
         volumes' own backing paths."""
         volumes = self._volume_index()
         layers = [
-            replace(layer, virtual_bytes=volumes[layer.path].capacity_bytes,
-                    allocated_bytes=volumes[layer.path].allocated_bytes)
-            if layer.path in volumes and layer.virtual_bytes is None else layer
+            DiskLayer(layer.path, layer.format, vol.capacity_bytes, vol.allocated_bytes)
+            if layer.virtual_bytes is None and (vol := volumes.get(layer.path)) is not None else layer
             for layer in chain.layers
         ]
         below = volumes.get(layers[0].path) if layers else None

@@ -34,6 +34,7 @@ from backends.models import (
     VNumaCell,
 )
 from backends.units import parse_cpuset
+from backends.xmlpath import find, findall
 
 # Multipliers to bytes for libvirt's scaled-integer units (docs: formatdomain "memory").
 _UNIT_BYTES: dict[str, int] = {"b": 1, "bytes": 1} | {
@@ -203,14 +204,14 @@ def parse_domain(xml: str | ET.Element, host: str) -> DomainFacts:
         vcpus = _int(vcpu_el.get("current")) or _int(vcpu_el.text) or 0
     max_kib = _el_kib(root.find("memory"))
     current_kib = _el_kib(root.find("currentMemory"))
-    mem = root.find("numatune/memory")
+    mem = find(root, "numatune", "memory")
     memory_nodeset = _cpus(mem.get("nodeset")) if mem is not None else ()
     memnodes = {
         cellid: _cpus(node.get("nodeset"))
-        for node in root.findall("numatune/memnode")
+        for node in findall(root, "numatune", "memnode")
         if (cellid := _int(node.get("cellid"))) is not None
     }
-    vnuma = tuple(_vcell(c, i, memnodes, memory_nodeset) for i, c in enumerate(root.findall("cpu/numa/cell")))
+    vnuma = tuple(_vcell(c, i, memnodes, memory_nodeset) for i, c in enumerate(findall(root, "cpu", "numa", "cell")))
     devices_el = root.find("devices")
     devices: tuple[str, ...] = ()
     disks: list[str] = []
@@ -241,7 +242,7 @@ def parse_domain(xml: str | ET.Element, host: str) -> DomainFacts:
         devices=devices,
         disks=tuple(disks),
         memory_mode=mem.get("mode", "strict") if mem is not None else None,
-        hugepages=root.find("memoryBacking/hugepages") is not None,
+        hugepages=find(root, "memoryBacking", "hugepages") is not None,
         device_images=images_from_domain(root),
         residency=domain_residency(root, devices, memory_kib),
     )
@@ -261,7 +262,7 @@ def _vcell(el: ET.Element, index: int, memnodes: dict[int, tuple[int, ...]], fal
 def _pinning(root: ET.Element, vcpus: int, vcpu_el: ET.Element | None) -> tuple[VcpuPin, ...]:
     """Explicit ``<vcpupin>``s, plus the ``<vcpu cpuset>`` default for the unpinned vCPUs."""
     pins: dict[int, tuple[int, ...]] = {}
-    for pin in root.findall("cputune/vcpupin"):
+    for pin in findall(root, "cputune", "vcpupin"):
         vcpu = _int(pin.get("vcpu"))
         if vcpu is not None:
             pins[vcpu] = _cpus(pin.get("cpuset"))
@@ -281,7 +282,7 @@ def _assigned_pci(devices: ET.Element) -> tuple[str, ...]:
                 continue
         elif el.tag != "interface" or el.get("type") != "hostdev":
             continue
-        address = el.find("source/address")
+        address = find(el, "source", "address")
         if address is not None and address.get("type", "pci") != "pci":
             continue
         if (pci := pci_address(address)) is not None and pci not in found:

@@ -13,13 +13,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 
 from backends.models import Residency, VmState
+from backends.xmlpath import find
 
 ACTIVE = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.MIGRATING})  # as ``Vm.active``: memory resident
 
 
 def domain_residency(root: ET.Element, devices: tuple[str, ...], memory_kib: int) -> Residency:
     """Pinned and locked memory from the domain XML; resident is filled in from stats later."""
-    locked = root.find("memoryBacking/locked") is not None
+    locked = find(root, "memoryBacking", "locked") is not None
     pinned = memory_kib if devices or locked else 0
     return Residency(resident_kib=None, pinned_kib=pinned, locked=locked or bool(devices))
 

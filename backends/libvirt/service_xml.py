@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 from backends.libvirt.parse import pci_address
 from backends.models import StorageService
+from backends.xmlpath import find, findall
 
 NS = "https://hvconsole.dev/xmlns/service/1"
 
@@ -19,12 +20,12 @@ def parse_services(xml: str | ET.Element, host: str) -> tuple[StorageService, ..
     root = ET.fromstring(xml) if isinstance(xml, str) else xml
     vm = (root.findtext("name") or "").strip()
     interfaces = []  # (MAC, VF address) of every hostdev interface
-    for iface in root.findall("devices/interface"):
+    for iface in findall(root, "devices", "interface"):
         mac = iface.find("mac")
         if iface.get("type") == "hostdev" and mac is not None and mac.get("address"):
-            interfaces.append((mac.get("address", "").lower(), pci_address(iface.find("source/address"))))
+            interfaces.append((mac.get("address", "").lower(), pci_address(find(iface, "source", "address"))))
     out = []
-    for el in root.findall(f"metadata/{{{NS}}}service"):
+    for el in findall(root, "metadata", f"{{{NS}}}service"):
         identifier = (el.get("identifier") or (interfaces[0][0] if interfaces else "")).strip().lower()
         if not el.get("name") or not identifier:
             continue  # a declaration without a name or any MAC to go by: nothing to show
