@@ -38,6 +38,7 @@ from backends.libvirt.replication import (
     trial_name,
     trial_overlay_name,
 )
+from backends.libvirt.replication.stream import worth_sparse
 from backends.models import JobEvent, JobResult, LayerState, Outcome, PhaseChanged, Progress
 from backends.requests import FailoverRequest, ReplicateRequest
 
@@ -276,6 +277,34 @@ def test_replicate_a_chain_sync_a_new_layer_verify_and_test_failover(
         inv = backend.refresh()
         assert any(v.name == trial_name(VM) and v.host == host_b for v in inv.vms)
         assert _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM)))[0]) == 0  # untouched
+    finally:
+        backend.close()
+
+
+def test_a_layer_mostly_holes_ships_through_sparse_streams_and_stays_sparse(
+        lab: LabStatus, conns: tuple[Any, Any]) -> None:
+    """Layers with few holes move through plain streams (cheaper); one whose file is mostly
+    holes moves through sparse ones, and its replica keeps them: same bytes, no more space."""
+    conn_a, conn_b = conns
+    base = _make_layer("holes", 48 * MIB, 0x55, 0, None)
+    size = os.path.getsize(base)
+    # Punch out the middle of the data clusters: they read as zeros, the file is two thirds holes.
+    punched = _run(["fallocate", "--punch-hole", "-o", str(size // 6), "-l", str(size * 2 // 3), str(base)])
+    assert punched.returncode == 0, punched.stderr
+    top = _make_layer("holes-top", 2 * MIB, 0x66, 0, base)
+    assert worth_sparse(size, _allocation(base)) and not worth_sparse(os.path.getsize(top), _allocation(top))
+    conn_a.storagePoolLookupByName(POOL).refresh(0)
+    conn_a.defineXML(_domain_xml(lab.virt_type, top))
+    backend = LibvirtBackend(lab.uris, poll_s=3600)
+    try:
+        host_b = next(h.name for h in backend.refresh().hosts if h.uri == lab.uris[1])
+        result, _, _ = _execute(LibvirtReplicate(backend, ReplicateRequest(VM, to=host_b)))
+        shipped = _shipped(result)
+        assert shipped < size // 2 + os.path.getsize(top)  # the holes were not sent as zeros
+        replica = _replica_paths(conn_b)
+        _compare_all([base, top], replica)
+        assert _run(["cmp", str(base), str(replica[0])]).returncode == 0  # byte for byte, holes as zeros
+        assert _allocation(replica[0]) <= _allocation(base) + MIB  # and still holes at host B
     finally:
         backend.close()
 
