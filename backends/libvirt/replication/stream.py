@@ -1,9 +1,9 @@
 """Moving layers through libvirt storage-volume streams: reading one through, or shipping it re-pointed.
 
 Data path. Every layer moves through libvirt storage-volume streams: ``download`` from the
-primary's pool, ``upload`` into the destination's pool, sparse on both ends (holes are
-sent as lengths, not zeros), so it works over any libvirt URI and needs no shell on either
-host. The bytes pass through hvc: count them once, as "shipped". The header cluster is
+primary's pool, ``upload`` into the destination's pool (sparse on both ends, holes sent as
+lengths, when a layer has enough of them: below), so it works over any libvirt URI and needs
+no shell on either host. The bytes pass through hvc: count them once, as "shipped". The header cluster is
 re-pointed on the way (see ``header``). A thread reads ahead of the upload (``_ReadAhead``):
 overlapping the download with hashing and uploading roughly halves a layer's shipping time.
 
@@ -16,7 +16,7 @@ the primary's has a small hole: same bytes, same checksum, at most that much mor
 A download stream hands its data back in pieces of one RPC message: 262,120 bytes, then the
 24 that did not fit, over and over. Sent on as they come, every other upload message would
 carry 24 bytes. The read-ahead joins adjacent data pieces into segments of ``SEGMENT`` bytes
-(one memcpy, far cheaper than the messages it saves on both daemons and here).
+(one memcpy per byte, for half as many upload messages on the destination daemon and here).
 """
 
 from __future__ import annotations
