@@ -28,7 +28,7 @@ from backends.errors import OperationFailed
 from backends.libvirt.ops import open_job_connection
 from backends.libvirt.replication.plan import Step, drop_unlisted, volume_name
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
-from backends.libvirt.replication.stream import Cancelled, Read, ship_layer, worth_sparse
+from backends.libvirt.replication.stream import Cancelled, Read, ship_layer
 from backends.libvirt.replication.tally import Tally
 from backends.libvirt.replication.volumes import delete, new_volume, vol_facts
 
@@ -154,8 +154,7 @@ class Shipment:
         vol = src.storageVolLookupByPath(step.facts.path)
         dst_vol = dst.storagePoolLookupByName(self.pool.name()).storageVolLookupByName(layer.name)
         self.tally.disk = step.disk
-        sparse = worth_sparse(step.facts.physical, step.facts.allocation)
-        read = ship_layer(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt, sparse)
+        read = ship_layer(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt)
         after = vol_facts(vol)
         if (after.mtime, after.physical) != (step.facts.mtime, step.facts.physical):
             raise OperationFailed(f"{step.facts.path} changed while it shipped",

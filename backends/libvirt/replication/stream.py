@@ -1,17 +1,11 @@
 """Moving layers through libvirt storage-volume streams: reading one through, or shipping it re-pointed.
 
 Data path. Every layer moves through libvirt storage-volume streams: ``download`` from the
-primary's pool, ``upload`` into the destination's pool (sparse on both ends, holes sent as
-lengths, when a layer has enough of them: below), so it works over any libvirt URI and needs
-no shell on either host. The bytes pass through hvc: count them once, as "shipped". The header cluster is
+primary's pool, ``upload`` into the destination's pool, sparse on both ends (holes are
+sent as lengths, not zeros), so it works over any libvirt URI and needs no shell on either
+host. The bytes pass through hvc: count them once, as "shipped". The header cluster is
 re-pointed on the way (see ``header``). A thread reads ahead of the upload (``_ReadAhead``):
 overlapping the download with hashing and uploading roughly halves a layer's shipping time.
-
-Sparse or plain. A sparse stream keeps holes, but costs: on this lab a sparse upload took the
-receiving daemon 2.4 times the CPU of a plain one (and twice the time), a sparse download
-a fifth more. A layer whose holes are under ``SPARSE_ABOVE`` of its file moves through plain
-streams, its holes as the zeros they read as (the replica file may then be allocated where
-the primary's has a small hole: same bytes, same checksum, at most that much more space).
 
 A download stream hands its data back in pieces of one RPC message: 262,120 bytes, then the
 24 that did not fit, over and over. Sent on as they come, every other upload message would
@@ -35,11 +29,10 @@ from backends.errors import OperationFailed
 from backends.libvirt.replication.header import QCOW2_MAGIC, backing_name, canonical_head, cluster_size, repoint
 
 # Bytes per stream read: a read hands back at most one RPC message (256 KiB), and asking for
-# more only makes the binding allocate a bigger buffer each time (30 % more CPU here at 1 MiB).
+# more only makes the binding allocate (and zero) a bigger buffer each time: a fifth more CPU at 1 MiB.
 CHUNK = 256 << 10
 SEGMENT = 1 << 20  # adjacent data pieces are joined up to this size before they are hashed and sent
 READ_AHEAD = 8  # segments read ahead of the upload (at most about 8 MiB per layer)
-SPARSE_ABOVE = 1 / 8  # the share of a file in holes from which its layer moves through sparse streams
 _ZEROS = bytes(SEGMENT)
 
 Segment = bytes | int  # data, or a hole of that many bytes
@@ -65,17 +58,10 @@ class Read:
     data_bytes: int
 
 
-def worth_sparse(physical: int, allocation: int) -> bool:
-    """Whether a file of ``physical`` bytes, ``allocation`` of them on disk, has enough holes to
-    move through sparse streams (see this module's docstring)."""
-    return physical - allocation > physical * SPARSE_ABOVE
-
-
-def _segments(stream: Any, sparse: bool) -> Iterator[Segment]:
-    """What a download stream carries (holes only when it is sparse), until its end."""
-    flags = libvirt.VIR_STREAM_RECV_STOP_AT_HOLE if sparse else 0
+def _segments(stream: Any) -> Iterator[Segment]:
+    """What a sparse download stream carries, until its end."""
     while True:
-        got = stream.recvFlags(CHUNK, flags)
+        got = stream.recvFlags(CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
         if got == -3:
             yield int(stream.recvHole(0))
             continue
@@ -157,11 +143,10 @@ class _ReadAhead:
 
     _END = object()
 
-    def __init__(self, stream: Any, sparse: bool) -> None:
+    def __init__(self, stream: Any) -> None:
         self._queue: queue.Queue[object] = queue.Queue(READ_AHEAD)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._pump, args=(stream, sparse), name="hvc-layer-download",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._pump, args=(stream,), name="hvc-layer-download", daemon=True)
         self._thread.start()
 
     def _put(self, item: object) -> bool:
@@ -173,9 +158,9 @@ class _ReadAhead:
                 continue
         return False
 
-    def _pump(self, stream: Any, sparse: bool) -> None:
+    def _pump(self, stream: Any) -> None:
         try:
-            for seg in _joined(_segments(stream, sparse)):
+            for seg in _joined(_segments(stream)):
                 if not self._put(seg):
                     return
             self._put(self._END)
@@ -207,10 +192,10 @@ def _hash_hole(digest: Any, length: int) -> None:
         length -= step
 
 
-def _open_download(conn: Any, vol: Any, sparse: bool) -> Any:
-    """A download stream over the whole of ``vol``."""
+def _open_download(conn: Any, vol: Any) -> Any:
+    """A sparse download stream over the whole of ``vol``."""
     stream = conn.newStream(0)
-    vol.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM if sparse else 0)
+    vol.download(stream, 0, 0, libvirt.VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM)
     return stream
 
 
@@ -222,10 +207,10 @@ def _abort(*streams: Any) -> None:
 
 
 def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = None,
-               cancel: Stop | None = None, sparse: bool = True) -> Read:
-    """Checksum and backing name of a volume, read through a download stream."""
-    stream = _open_download(conn, vol, sparse)
-    ahead = _ReadAhead(stream, sparse)
+               cancel: Stop | None = None) -> Read:
+    """Checksum and backing name of a volume, read through a sparse download stream."""
+    stream = _open_download(conn, vol)
+    ahead = _ReadAhead(stream)
     try:
         head, rest = _split_head(iter(ahead))
         digest = hashlib.sha256(canonical_head(head))
@@ -251,16 +236,16 @@ def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
 
 
 def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent: str | None,
-               on_bytes: Callable[[int], None], cancel: Stop, sparse: bool = True) -> Read:
+               on_bytes: Callable[[int], None], cancel: Stop) -> Read:
     """Copy ``src_vol`` into ``dst_vol`` re-pointed at ``parent``; the checksum is of the source."""
-    down = _open_download(src_conn, src_vol, sparse)
+    down = _open_download(src_conn, src_vol)
     up = dst_conn.newStream(0)
     try:
-        dst_vol.upload(up, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM if sparse else 0)
+        dst_vol.upload(up, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
     except BaseException:
         _abort(down)
         raise
-    ahead = _ReadAhead(down, sparse)
+    ahead = _ReadAhead(down)
     try:
         head, rest = _split_head(iter(ahead))
         digest = hashlib.sha256(canonical_head(head))

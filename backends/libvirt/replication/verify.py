@@ -28,7 +28,7 @@ from backends.libvirt.ops import open_job_connection
 from backends.libvirt.replication.plan import drop_unlisted
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
 from backends.libvirt.replication.ship import AT_ONCE
-from backends.libvirt.replication.stream import Read, read_layer, worth_sparse
+from backends.libvirt.replication.stream import Read, read_layer
 from backends.libvirt.replication.tally import Tally
 from backends.libvirt.replication.volumes import lookup, pool_path, vol_facts
 from backends.progress import Meter
@@ -93,9 +93,7 @@ def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callabl
                         conn = open_job_connection(dst_uri)
                     vol = lookup(conn.storagePoolLookupByName(pool_name), name)
                     if vol is not None:
-                        facts = vol_facts(vol)
-                        out[name] = read_layer(conn, vol, on_bytes, cancel,
-                                               worth_sparse(facts.physical, facts.allocation))
+                        out[name] = read_layer(conn, vol, on_bytes, cancel)
                 except BaseException as exc:  # raised in chain order by _check_layer
                     out[name] = exc
         finally:
@@ -135,7 +133,7 @@ def _check_layer(src: Any, pool: Any, layers: list[LayerRecord], i: int, got: Re
         return "" if not layer.sealed else f"sealed primary layer {layer.primary_path} is gone"
     facts = vol_facts(primary)
     if layer.sealed and (facts.mtime, facts.physical) != (layer.mtime, layer.physical):
-        now = read_layer(src, primary, None, cancel, worth_sparse(facts.physical, facts.allocation))
+        now = read_layer(src, primary, None, cancel)
         if now.checksum != layer.checksum:
             return "the sealed primary layer changed since it shipped"
     return ""
