@@ -183,11 +183,13 @@ class LibvirtBackend(Backend):
         for tap in taps:
             tap.offer(event)
 
-    def refresh(self, timeout_s: float = REFRESH_TIMEOUT_S, *, replicas: bool = False) -> Inventory:
+    def refresh(self, timeout_s: float = REFRESH_TIMEOUT_S, *, replicas: bool | None = None) -> Inventory:
         """Refresh every host at once; a host slower than ``timeout_s`` keeps its last view.
 
-        Replica status is re-read every ``REPLICAS_EVERY_S``, or now when ``replicas`` is set
-        (replication operations do, as they finish).
+        Replica status (pool listings and record downloads on every host) is re-read every
+        ``REPLICAS_EVERY_S`` when ``replicas`` is None; now when it is True (replication
+        operations, as they finish); not in this refresh when it is False (an operation that
+        cannot have changed any replica status).
         """
         targets = [(h, h.request_refresh()) for h in self.hosts]
         deadline = time.monotonic() + timeout_s
@@ -196,7 +198,7 @@ class LibvirtBackend(Backend):
                 host.wait_generation(generation, max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._inventory = self._compose()
-        if replicas or time.monotonic() - self._replicas_at > REPLICAS_EVERY_S:
+        if replicas or (replicas is None and time.monotonic() - self._replicas_at > REPLICAS_EVERY_S):
             self._replicas_at = time.monotonic()
             from backends.libvirt.replication.status import replica_links
 

@@ -126,7 +126,7 @@ class LibvirtMigrate(Operation):
         try:
             vm = find_vm(inv, request.vm)
         except BadInput:  # seen mid-change (e.g. just migrated by another client): look again
-            inv = backend.refresh()
+            inv = backend.refresh(replicas=False)
             vm = find_vm(inv, request.vm)
         if not vm.active:
             raise BadInput(f"{vm.name} is {vm.state.value}; live migration needs a running VM",
@@ -261,17 +261,23 @@ class LibvirtMigrate(Operation):
                 state.event(event)
         if call.error is not None:
             where = _where(dom, vm, self.dest_name)
+            self._refresh()
             if aborted:
-                self.backend.refresh()
                 return result(Outcome.CANCELLED, f"cancelled: {libvirt_reason(call.error)}; {where}")
-            self.backend.refresh()
             return result(Outcome.FAILED, f"{libvirt_reason(call.error)}{_hint(call.error)}; {where}")
         summary = state.finish(call.value)
-        self.backend.refresh()
+        self._refresh()
         if aborted:
             late = f" (abort refused: {abort_error})" if abort_error else ""
             return result(Outcome.SUCCEEDED, f"the cancel came too late{late}: {summary}")
         return result(Outcome.SUCCEEDED, summary)
+
+    def _refresh(self) -> None:
+        """The inventory as the migration left it. A replicated guest's replica status names its
+        primary host, so it is re-read at once; for any other guest a migration changes no replica,
+        and reading every host's pools and records (most of a refresh's cost) waits until it is due."""
+        replicated = any(r.vm == self.vm.name for r in self.backend.snapshot().replicas)
+        self.backend.refresh(replicas=replicated)
 
 
 def _where(dom: Any, vm: Vm, dest: str) -> str:

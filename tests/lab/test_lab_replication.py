@@ -280,6 +280,33 @@ def test_replicate_a_chain_sync_a_new_layer_verify_and_test_failover(
         backend.close()
 
 
+def test_a_layer_mostly_holes_ships_as_holes_and_stays_sparse(lab: LabStatus, conns: tuple[Any, Any]) -> None:
+    """A layer whose file is mostly holes moves through sparse streams as holes, and its replica
+    keeps them: same bytes, no more space."""
+    conn_a, conn_b = conns
+    base = _make_layer("holes", 48 * MIB, 0x55, 0, None)
+    size = os.path.getsize(base)
+    # Punch out the middle of the data clusters: they read as zeros, the file is two thirds holes.
+    punched = _run(["fallocate", "--punch-hole", "-o", str(size // 6), "-l", str(size * 2 // 3), str(base)])
+    assert punched.returncode == 0, punched.stderr
+    top = _make_layer("holes-top", 2 * MIB, 0x66, 0, base)
+    assert _allocation(base) < size // 2
+    conn_a.storagePoolLookupByName(POOL).refresh(0)
+    conn_a.defineXML(_domain_xml(lab.virt_type, top))
+    backend = LibvirtBackend(lab.uris, poll_s=3600)
+    try:
+        host_b = next(h.name for h in backend.refresh().hosts if h.uri == lab.uris[1])
+        result, _, _ = _execute(LibvirtReplicate(backend, ReplicateRequest(VM, to=host_b)))
+        shipped = _shipped(result)
+        assert shipped < size // 2 + os.path.getsize(top)  # the holes were not sent as zeros
+        replica = _replica_paths(conn_b)
+        _compare_all([base, top], replica)
+        assert _run(["cmp", str(base), str(replica[0])]).returncode == 0  # byte for byte, holes as zeros
+        assert _allocation(replica[0]) <= _allocation(base) + MIB  # and still holes at host B
+    finally:
+        backend.close()
+
+
 def _running_guest(lab: LabStatus, conn_a: Any) -> tuple[list[Path], Any]:
     """The test guest on host A, running on top of a freshly made chain of LAYERS."""
     primary: list[Path] = []

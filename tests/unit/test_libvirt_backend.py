@@ -46,6 +46,24 @@ def test_events_mark_a_domain_dirty_and_refresh_rereads_only_it(default: Libvirt
     assert host.calls["XMLDesc"] == xml_reads + 1
 
 
+def test_replica_status_is_read_when_due_when_asked_and_not_when_refused(
+        default: LibvirtBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replica status costs pool listings and record downloads on every host: a refresh reads
+    it when due (the first one is), or when asked; ``replicas=False`` (an operation that cannot
+    have changed any, e.g. migrating a guest with no replica) leaves it for later."""
+    from backends.libvirt.replication import status
+
+    reads: list[int] = []
+    monkeypatch.setattr(status, "replica_links", lambda backend, inv: reads.append(1) or ())
+    default.refresh(replicas=False)
+    assert reads == []
+    default.refresh()  # the first refresh finds it due
+    default.refresh()  # not due again for REPLICAS_EVERY_S
+    assert len(reads) == 1
+    default.refresh(replicas=True)
+    assert len(reads) == 2
+
+
 def test_generated_fleet_parses_every_domain_and_device(tmp_path: Path) -> None:
     path = write_test_fleet(tmp_path / "fleet.xml", 120, seed=5)
     backend = LibvirtBackend([fleet_uri(path)], poll_s=3600)

@@ -8,6 +8,7 @@ One idea per module:
 - ``record``: the replica state, a JSON record in the destination pool (the commit point).
 - ``locate``: finding a VM's records on the connected hosts.
 - ``plan``: what a sync ships (sealed and active layers), replica volume names.
+- ``ship``: a sync's layers shipped concurrently, committed to the record base first.
 - ``verify``: the layer-by-layer check after each sync.
 - ``tally``: progress of a phase.
 - ``operation``: the replicate job; ``failover``: the failover job (test, or planned via

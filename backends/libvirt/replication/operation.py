@@ -15,12 +15,13 @@ from backends.errors import BadInput, HvcError, OperationFailed
 from backends.libvirt.ops import libvirt_reason, open_job_connection
 from backends.libvirt.parse import parse_domain
 from backends.libvirt.replication.locate import find_records, no_replica
-from backends.libvirt.replication.plan import drop_unlisted, plan_sync, volume_name
-from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, read_record, write_record
-from backends.libvirt.replication.stream import Cancelled, ship_layer
+from backends.libvirt.replication.plan import drop_unlisted, plan_sync
+from backends.libvirt.replication.record import ReplicaRecord, read_record, write_record
+from backends.libvirt.replication.ship import Shipment
+from backends.libvirt.replication.stream import Cancelled
 from backends.libvirt.replication.tally import Tally
 from backends.libvirt.replication.verify import verify
-from backends.libvirt.replication.volumes import delete, new_volume, pool_type, vol_facts, volume_chain
+from backends.libvirt.replication.volumes import pool_type, volume_chain
 from backends.models import DiskChain, JobKind, JobResult, Outcome, PhaseChanged, Vm
 from backends.placement import find_host
 from backends.progress import Meter
@@ -146,33 +147,11 @@ class LibvirtReplicate(Operation):
         emit(PhaseChanged(job.id, "shipping", f"{len(plan)} layer(s), about {total} bytes to {self.target}",
                           at=time.time()))
         tally = Tally(emit, meter, "shipping", total, layers_left=len(plan))
-        for step in plan:
-            layers = record.disks.setdefault(step.disk, [])
-            parent = layers[step.index - 1].volume if step.index else None
-            name = volume_name(pool, vm.name, step)
-            dst_vol = new_volume(pool, name)
-            tally.disk = step.disk
-            try:
-                read = ship_layer(src, step.vol, dst, dst_vol, parent, tally.add, cancel)
-                after = vol_facts(step.vol)
-                if (after.mtime, after.physical) != (step.facts.mtime, step.facts.physical):
-                    raise OperationFailed(f"{step.facts.path} changed while it shipped",
-                                          hint="the guest wrote it; sync again once it is quiet")
-            except Cancelled:
-                delete(pool, name)
-                return result(Outcome.CANCELLED, f"interrupted after {tally.done} bytes; finished layers stay, "
-                              "the partial one is discarded and the next sync resumes there")
-            except BaseException:
-                delete(pool, name)
-                raise
-            layers[step.index:] = [LayerRecord(
-                step.index, step.facts.path, name, read.checksum, read.data_bytes, step.facts.physical,
-                step.facts.mtime, step.sealed, time.time())]
-            write_record(dst, pool, record)  # the commit point: now the layer counts
-            drop_unlisted(pool, record, vm.name, self.disks)  # what it (and the plan's trimming) superseded
-            tally.layers_left -= 1
-            tally.sample()
-            self.backend.refresh(replicas=True)
+        shipment = Shipment(self.src_uri, self.dst_uri, dst, pool, record, vm.name, self.disks, tally,
+                            on_commit=lambda: self.backend.refresh(replicas=True))
+        if not shipment.run(plan, cancel):
+            return result(Outcome.CANCELLED, f"interrupted after {tally.done} bytes; finished layers stay, "
+                          "the partial ones are discarded and the next sync resumes there")
         emit(PhaseChanged(job.id, "verifying", "comparing the replica chain layer by layer", at=time.time()))
         try:
             verify(src, dst, pool, record, emit, meter, cancel, vm=vm.name, disks=self.disks, dst_uri=self.dst_uri)

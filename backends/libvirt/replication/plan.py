@@ -74,10 +74,11 @@ def volume_name(pool: Any, vm: str, step: Step) -> str:
     return next(f"{base}.g{g}.qcow2" for g in range(2, 10_000) if f"{base}.g{g}.qcow2" not in names)
 
 
-def drop_unlisted(pool: Any, record: ReplicaRecord, vm: str, disks: list[str]) -> None:
-    """Delete volumes named like this VM's replica layers that the record does not list: left by
-    an interrupted sync, or superseded once the record stopped listing them."""
-    listed = {layer.volume for layers in record.disks.values() for layer in layers}
+def drop_unlisted(pool: Any, record: ReplicaRecord, vm: str, disks: list[str], keep: set[str] | None = None) -> None:
+    """Delete volumes named like this VM's replica layers that the record does not list (nor
+    ``keep``, the layers still shipping): left by an interrupted sync, or superseded once the
+    record stopped listing them."""
+    listed = {layer.volume for layers in record.disks.values() for layer in layers} | (keep or set())
     prefixes = tuple(f"{vm}.{disk}." for disk in disks)
     for name in pool.listVolumes():
         if name.startswith(prefixes) and name.endswith(".qcow2") and name not in listed:

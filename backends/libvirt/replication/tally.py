@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from backends.base import Emit
@@ -11,21 +12,28 @@ EMIT_EVERY_S = 0.1  # at most this often a Progress event (and at the end of eve
 
 
 class Tally:
-    """Bytes done in one phase, sampled into Progress events at most every ``EMIT_EVERY_S``."""
+    """Bytes done in one phase, sampled into Progress events at most every ``EMIT_EVERY_S``;
+    layers shipping at once count into one tally from their own threads."""
 
     def __init__(self, emit: Emit, meter: Meter, phase: str, total: int, layers_left: int = 0) -> None:
         self.emit, self.meter, self.phase, self.total = emit, meter, phase, total
         self.done, self.layers_left, self.disk = 0, layers_left, ""
         self._last = 0.0
+        self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
         """Count ``n`` more bytes; emit a sample when the last one is old enough."""
-        self.done += n
-        if time.monotonic() - self._last >= EMIT_EVERY_S:
-            self.sample()
+        with self._lock:
+            self.done += n
+            if time.monotonic() - self._last >= EMIT_EVERY_S:
+                self._sample()
 
     def sample(self) -> None:
         """Emit a Progress event for where the phase stands now."""
+        with self._lock:
+            self._sample()
+
+    def _sample(self) -> None:
         self._last = time.monotonic()
         detail: dict[str, float | int | str] = {}
         if self.phase == "shipping":

@@ -11,6 +11,7 @@ the record (the next sync re-ships them) and fails the job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -23,9 +24,11 @@ import libvirt
 from backends.base import Emit
 from backends.errors import OperationFailed
 from backends.libvirt.migrate import is_local
+from backends.libvirt.ops import open_job_connection
 from backends.libvirt.replication.plan import drop_unlisted
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
-from backends.libvirt.replication.stream import read_layer
+from backends.libvirt.replication.ship import AT_ONCE
+from backends.libvirt.replication.stream import Read, read_layer
 from backends.libvirt.replication.tally import Tally
 from backends.libvirt.replication.volumes import lookup, pool_path, vol_facts
 from backends.progress import Meter
@@ -42,9 +45,11 @@ def verify(src: Any, dst: Any, pool: Any, record: ReplicaRecord, emit: Emit, met
             total += vol_facts(vol).allocation if vol is not None else 0
     tally = Tally(emit, meter, "verifying", total)
     pool_dir = pool_path(pool)
+    names = [layer.volume for layers in record.disks.values() for layer in layers]
+    reads = _read_back(dst_uri, pool.name(), names, tally.add, cancel)
     for disk, layers in record.disks.items():
         for i, layer in enumerate(layers):
-            problem = _check_layer(src, dst, pool, layers, i, tally.add, cancel)
+            problem = _check_layer(src, pool, layers, i, reads.get(layer.volume), cancel)
             if problem:
                 del layers[i:]
                 write_record(dst, pool, record)
@@ -65,17 +70,58 @@ def verify(src: Any, dst: Any, pool: Any, record: ReplicaRecord, emit: Emit, met
     tally.sample()
 
 
-def _check_layer(src: Any, dst: Any, pool: Any, layers: list[LayerRecord], i: int,
-                 on_bytes: Callable[[int], None], cancel: threading.Event) -> str:
-    """What is wrong with replica layer ``i``, or "" when it matches the primary."""
+def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callable[[int], None],
+               cancel: threading.Event) -> dict[str, Read | BaseException]:
+    """Each replica layer read back through a download stream of its own, up to ``AT_ONCE`` at a
+    time, each reader over its own connection (a daemon serves one stream at a time per thread,
+    so one layer after another leaves the machine half idle). What a read raised is kept for
+    ``_check_layer`` to raise in chain order; a missing volume has no entry."""
+    out: dict[str, Read | BaseException] = {}
+    queue = list(reversed(names))
+    lock = threading.Lock()
+
+    def reader() -> None:
+        conn = None
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    name = queue.pop()
+                try:
+                    if conn is None:
+                        conn = open_job_connection(dst_uri)
+                    vol = lookup(conn.storagePoolLookupByName(pool_name), name)
+                    if vol is not None:
+                        out[name] = read_layer(conn, vol, on_bytes, cancel)
+                except BaseException as exc:  # raised in chain order by _check_layer
+                    out[name] = exc
+        finally:
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+
+    threads = [threading.Thread(target=reader, name=f"hvc-verify-{n}", daemon=True)
+               for n in range(min(AT_ONCE, len(names)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return out
+
+
+def _check_layer(src: Any, pool: Any, layers: list[LayerRecord], i: int, got: Read | BaseException | None,
+                 cancel: threading.Event) -> str:
+    """What is wrong with replica layer ``i`` (read back as ``got``), or "" when it matches the primary."""
     layer = layers[i]
     vol = lookup(pool, layer.volume)
-    if vol is None:
+    if vol is None or got is None:
         return f"replica volume {layer.volume} is missing"
     fmt = vol_facts(vol).format
     if fmt not in ("qcow2", "raw") or (fmt == "raw" and i > 0):
         return f"replica volume {layer.volume} is {fmt}"
-    got = read_layer(dst, vol, on_bytes, cancel)
+    if isinstance(got, BaseException):
+        raise got
     want_parent = layers[i - 1].volume if i else None
     if got.backing != want_parent:
         return f"it is backed by {got.backing!r}, not {want_parent!r}"
