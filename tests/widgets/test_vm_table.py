@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 
+from backends.models import Vm
 from backends.sim.backend import SimBackend
 from backends.sim.fleet import demo_fleet_path, load_fleet
 from widgets.vm_table import VmTable
@@ -16,12 +20,19 @@ class _Host(App[None]):
         yield VmTable()
 
 
-async def test_a_migrated_vm_keeps_its_row_and_the_cursor() -> None:
+@asynccontextmanager
+async def _shown(size: tuple[int, int]) -> AsyncIterator[tuple[Pilot[None], VmTable, list[Vm]]]:
+    """The demo fleet's VMs, by name, shown in a VmTable of an app of ``size``."""
     vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
     app = _Host()
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         table = app.query_one(VmTable)
         table.show(vms)
+        yield pilot, table, vms
+
+
+async def test_a_migrated_vm_keeps_its_row_and_the_cursor() -> None:
+    async with _shown((120, 40)) as (pilot, table, vms):
         await pilot.pause()
         table.move_cursor(row=5)
         moving = table.vm(table.current_key)
@@ -39,11 +50,7 @@ async def test_a_migrated_vm_keeps_its_row_and_the_cursor() -> None:
 
 
 async def test_columns_fit_the_widest_cell_and_narrow_when_it_goes() -> None:
-    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
-    app = _Host()
-    async with app.run_test(size=(160, 40)) as pilot:
-        table = app.query_one(VmTable)
-        table.show(vms)
+    async with _shown((160, 40)) as (pilot, table, vms):
         await pilot.pause()
         widest = max(len(v.name) for v in vms)
         assert table.columns["VM"].content_width == widest  # type: ignore[index]
@@ -55,11 +62,7 @@ async def test_columns_fit_the_widest_cell_and_narrow_when_it_goes() -> None:
 
 
 async def test_a_row_changed_off_screen_shows_its_new_cells_once_scrolled_to() -> None:
-    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
-    app = _Host()
-    async with app.run_test(size=(120, 10)) as pilot:
-        table = app.query_one(VmTable)
-        table.show(vms)
+    async with _shown((120, 10)) as (pilot, table, vms):
         table.focus()
         await pilot.press("G")  # drawn once at the bottom (cached), then back to the top
         await pilot.pause()
@@ -78,11 +81,7 @@ async def test_a_row_changed_off_screen_shows_its_new_cells_once_scrolled_to() -
 async def test_update_changes_only_the_rows_given() -> None:
     """The incremental path the VMs view takes on a refresh: the changed VM's row and a VM whose
     replica mark flipped are redrawn; every other row keeps the very cells it had."""
-    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
-    app = _Host()
-    async with app.run_test(size=(120, 40)) as pilot:
-        table = app.query_one(VmTable)
-        table.show(vms)
+    async with _shown((120, 40)) as (pilot, table, vms):
         await pilot.pause()
         before = dict(table._rows)
         changed, marked = vms[3], vms[7]
@@ -98,11 +97,7 @@ async def test_update_changes_only_the_rows_given() -> None:
 
 async def test_update_refuses_what_it_cannot_do_in_place() -> None:
     """A VM the table does not show, or a row the filter would now hide, is left to a full show."""
-    vms = sorted(SimBackend(load_fleet(demo_fleet_path())).snapshot().vms, key=lambda v: v.name)
-    app = _Host()
-    async with app.run_test(size=(120, 40)) as pilot:
-        table = app.query_one(VmTable)
-        table.show(vms)
+    async with _shown((120, 40)) as (pilot, table, vms):
         await pilot.pause()
         stranger = replace(vms[0], name="not-shown", uuid="0000")
         assert not table.update([(stranger, replace(stranger, vcpus=1))], set())
