@@ -106,6 +106,7 @@ class HvcApp(App[None]):
     def on_unmount(self) -> None:
         self._unwatch()
         sys.setswitchinterval(self._switch_interval)
+        gc.unfreeze()  # the app is done with what it froze (in tests, app after app, it would pile up)
 
     # -- keeping the inventory fresh ---------------------------------------------------
 
