@@ -154,26 +154,6 @@ def _domain_xml(virt_type: str, disk: Path) -> str:
 </domain>"""
 
 
-def _clean(conns: list[Any], replica_only: bool = False) -> None:
-    """Remove the bench's domain and volumes (on host B only with ``replica_only``)."""
-    from backends.libvirt.lab.common import POOL
-
-    for n, conn in enumerate(conns):
-        if replica_only and n == 0:
-            continue
-        for dom in conn.listAllDomains(0):
-            if dom.name().startswith(REP):
-                if dom.isActive():
-                    dom.destroy()
-                if dom.isPersistent():
-                    dom.undefine()
-        pool = conn.storagePoolLookupByName(POOL)
-        pool.refresh(0)
-        for vol in pool.listAllVolumes(0):
-            if vol.name().startswith(REP):
-                vol.delete(0)
-
-
 def _ship_once(uris: tuple[str, ...], host_b: str) -> tuple[float, int]:
     """(seconds in the shipping phase, bytes shipped) of one initial replication to host B."""
     from backends.libvirt.backend import LibvirtBackend
@@ -211,7 +191,7 @@ def replication_row(rounds: int) -> Row:
     import libvirt
 
     from backends.libvirt.backend import LibvirtBackend
-    from backends.libvirt.lab.common import POOL, pool_dir
+    from backends.libvirt.lab.common import POOL, pool_dir, remove_named
 
     ship_s: list[float] = []
     cp_s: list[float] = []
@@ -219,7 +199,7 @@ def replication_row(rounds: int) -> Row:
         status = _status()
         conns = [libvirt.open(u) for u in status.uris]
         try:
-            _clean(conns)
+            remove_named(conns, REP)
             files = _make_chain(pool_dir("a"))
             conns[0].storagePoolLookupByName(POOL).refresh(0)
             conns[0].defineXML(_domain_xml(status.virt_type, files[-1]))
@@ -228,14 +208,14 @@ def replication_row(rounds: int) -> Row:
             probe.close()
             shipped = 0
             for _ in range(rounds):
-                _clean(conns, replica_only=True)
+                remove_named(conns[1:], REP)  # the replica on host B
                 seconds, shipped = _ship_once(status.uris, host_b)
                 ship_s.append(seconds)
                 cp_s.append(_cp_once(files, pool_dir("b") / f"{REP}-cp-{os.getpid()}"))
             size = sum(os.path.getsize(p) for p in files)
         finally:
             try:
-                _clean(conns)
+                remove_named(conns, REP)
             finally:
                 for conn in conns:
                     conn.close()

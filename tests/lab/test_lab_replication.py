@@ -27,7 +27,7 @@ from backends.base import Operation
 from backends.errors import BadInput
 from backends.libvirt.backend import LibvirtBackend
 from backends.libvirt.lab import LabStatus
-from backends.libvirt.lab.common import POOL, pool_dir
+from backends.libvirt.lab.common import POOL, pool_dir, remove_named
 from backends.libvirt.replication import (
     LibvirtFailover,
     LibvirtReplicate,
@@ -86,19 +86,7 @@ def _domain_xml(virt_type: str, disk: Path, uuid: str = "") -> str:
 
 def _clean(conns: list[Any]) -> None:
     """Remove every domain and volume this file makes (also what a failed earlier run left)."""
-    for conn in conns:
-        for dom in conn.listAllDomains(0):
-            if dom.name().startswith(VM):
-                persistent = dom.isPersistent()  # a transient domain is gone once destroyed
-                if dom.isActive():
-                    dom.destroy()
-                if persistent:
-                    dom.undefine()
-        pool = conn.storagePoolLookupByName(POOL)
-        pool.refresh(0)
-        for vol in pool.listAllVolumes(0):
-            if vol.name().startswith(VM):
-                vol.delete(0)
+    remove_named(conns, VM)
     for leftover in pool_dir("a").parent.glob(f"{VM}-cp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
 

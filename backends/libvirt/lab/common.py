@@ -60,6 +60,24 @@ def run(cmd: list[str], what: str, env: dict[str, str] | None = None, log: str =
     return done.stdout
 
 
+def remove_named(conns: list[Conn], prefix: str) -> None:
+    """Remove every domain and lab-pool volume whose name starts with ``prefix`` on these hosts
+    (what a run made, and what a failed earlier one left)."""
+    for conn in conns:
+        for dom in conn.listAllDomains(0):
+            if dom.name().startswith(prefix):
+                persistent = dom.isPersistent()  # a transient domain is gone once destroyed
+                if dom.isActive():
+                    dom.destroy()
+                if persistent:
+                    dom.undefine()
+        pool = conn.storagePoolLookupByName(POOL)
+        pool.refresh(0)
+        for vol in pool.listAllVolumes(0):
+            if vol.name().startswith(prefix):
+                vol.delete(0)
+
+
 def try_open(uri: str) -> Conn | None:
     try:
         return libvirt.open(uri)
