@@ -19,10 +19,11 @@ class DevicePolicy(Static):
     DEFAULT_CSS = """
     DevicePolicy { padding: 0 1; height: auto; }
     """
+    _shown: tuple[object, ...] | None = None  # what it shows now
 
     def show(self, title: str, rows: Sequence[PolicyRow], recent: Sequence[RecentRow]) -> None:
         shown = (title, tuple(rows), tuple(recent))
-        if shown == getattr(self, "_shown", None):
+        if shown == self._shown:
             return  # redrawing re-lays out the screen: only when something changed
         self._shown = shown
         self.update(render_policy(title, rows, recent) if rows else Text("no device selected", style="dim"))

@@ -17,10 +17,11 @@ class HostList(KeyedTable):
         super().__init__(("host", "site", "state", "CPU", "vCPUs", "memory", "cells", "VMs", "alerts"), **kwargs)
         # host → (what its row shows: the Host, alert counts, CPU use in ‰, vCPUs, running, VMs; its cells)
         self._made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}
+        self._tallies: tuple[tuple[Vm, ...], tuple[dict[str, int], dict[str, int], dict[str, int]]] | None = None
 
     def _tally(self, vms: tuple[Vm, ...]) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """``_tallied``, kept while the snapshot hands back the same VMs (a scan of the fleet)."""
-        kept = getattr(self, "_tallies", None)
+        kept = self._tallies
         if kept is None or kept[0] is not vms:
             kept = self._tallies = (vms, _tallied(vms))
         return kept[1]

@@ -26,6 +26,12 @@ class InventoryScreen(Screen[None]):
     SCOPE = "app"
     TITLE_TEXT = ""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: Inventory | None = None  # the snapshot shown last
+        self._summary: Text | None = None  # the summary line drawn last
+        self._drawn_from: dict[str, tuple[object, ...]] = {}  # see unchanged()
+
     @property
     def hvc(self) -> HvcApp:
         return self.app  # type: ignore[return-value]
@@ -47,13 +53,13 @@ class InventoryScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         # Mounting showed it already when the view is new: at 10,000 VMs a second pass costs ~0.3 s.
-        if self.hvc.inventory is not None and self.hvc.inventory is not getattr(self, "_shown", None):
+        if self.hvc.inventory is not None and self.hvc.inventory is not self._shown:
             self.show(self.hvc.inventory)
 
     def show(self, inv: Inventory) -> None:
         self._shown = inv
         line = summary(inv, self.TITLE_TEXT, self.hvc)
-        if line != getattr(self, "_summary", None):  # an update re-renders the whole screen: only on change
+        if line != self._summary:  # an update re-renders the whole screen: only on change
             self._summary = line
             self.query_one("#summary", Static).update(line, layout=False)  # one line high (console.tcss)
 
@@ -61,7 +67,7 @@ class InventoryScreen(Screen[None]):
         """Whether ``part`` of the view was last drawn from these very objects (backends hand back
         unchanged parts of a snapshot as the same objects, so an idle refresh redraws nothing);
         if not, they are recorded as what it is drawn from now."""
-        drawn: dict[str, tuple[object, ...]] = self.__dict__.setdefault("_drawn_from", {})
+        drawn = self._drawn_from
         kept = drawn.get(part)
         if kept is not None and len(kept) == len(sources) and all(map(operator.is_, kept, sources)):
             return True
