@@ -8,14 +8,15 @@ refresh keeps is examined once when the pause ends (about half that), and garbag
 a cycle meanwhile is collected then.
 
 Nested and concurrent pauses (a refresh per host thread) share one: the collector is enabled
-again when the last ends, if it was enabled when the first began.
+again when the last ends, if it was enabled when the first began. A pause that is not one block
+(a console's start, up to its first frame) is a ``hold``, ended by the release it returns.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
@@ -23,18 +24,33 @@ _depth = 0
 _was_enabled = False
 
 
-@contextmanager
-def paused() -> Iterator[None]:
+def hold() -> Callable[[], None]:
+    """Pause the collector until the returned function is called; calling it again does nothing."""
     global _depth, _was_enabled
     with _lock:
         if _depth == 0:
             _was_enabled = gc.isenabled()
             gc.disable()
         _depth += 1
-    try:
-        yield
-    finally:
+    released = threading.Event()
+
+    def release() -> None:
+        global _depth
         with _lock:
+            if released.is_set():
+                return
+            released.set()
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 gc.enable()
+
+    return release
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    release = hold()
+    try:
+        yield
+    finally:
+        release()

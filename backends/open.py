@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from backends import gcpause
 from backends.errors import BadInput
 
 if TYPE_CHECKING:  # not at run time: a libvirt connection starts opening before the model is imported
@@ -60,11 +61,6 @@ def _long_lived() -> Iterator[None]:
     later full collection scanning them again. So no collection runs while they are made, and they
     are then frozen out of the collector's generations (before it is enabled again: else its
     first pass scans all of them at once)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
+    with gcpause.paused():
         yield
         gc.freeze()
-    finally:
-        if was:
-            gc.enable()

@@ -75,8 +75,12 @@ class HvcApp(App[None]):
     COMMANDS = {ActionCommands}  # noqa: RUF012
     COMMAND_PALETTE_BINDING = "ctrl+p"
 
-    def __init__(self, backend: Backend, *, refresh_s: float = REFRESH_S, keymap: dict[str, str] | None = None) -> None:
+    def __init__(self, backend: Backend, *, refresh_s: float = REFRESH_S, keymap: dict[str, str] | None = None,
+                 started: Callable[[], None] = lambda: None) -> None:
+        """``started`` is called once, after the first frame (or at exit, if there never was one):
+        the command line holds the garbage collector until then (``gcpause.hold``)."""
         super().__init__()
+        self._started = started
         self.backend = backend
         self.refresh_s = refresh_s
         self.inventory: Inventory | None = backend.snapshot()
@@ -101,9 +105,14 @@ class HvcApp(App[None]):
         # The snapshot the view shows was just taken: refresh after its first frame, not against it
         # (at 10,000 VMs a refresh holds the GIL for ~0.3 s).
         self.call_after_refresh(self.poll)
-        self.call_after_refresh(responsive)
+        self.call_after_refresh(self._first_frame)
+
+    def _first_frame(self) -> None:
+        responsive()
+        self._started()
 
     def on_unmount(self) -> None:
+        self._started()
         self._unwatch()
         sys.setswitchinterval(self._switch_interval)
         gc.unfreeze()  # the app is done with what it froze (in tests, app after app, it would pile up)

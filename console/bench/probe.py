@@ -20,7 +20,11 @@ from typing import Any  # noqa: E402
 
 
 async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
-    # Only what the console's start imports itself, so that start_to_frame_s counts no more.
+    # Only what the console's start imports itself, so that start_to_frame_s counts no more; and as
+    # the command line does (console/cli.py: _console), no garbage collection up to the first frame.
+    from backends.gcpause import hold
+
+    started = hold()
     from textual.widgets import DataTable
 
     from backends.open import open_backend
@@ -28,7 +32,7 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
     from console.app import HvcApp
 
     backend = open_backend(scale=scale, clock=ScaledClock(1.0))
-    app = HvcApp(backend)  # the default refresh interval
+    app = HvcApp(backend, started=started)  # the default refresh interval
     frames: list[float] = []
     cpu_at: dict[float, float] = {}  # frame → this process's CPU time then
     display = app._display
