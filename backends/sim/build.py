@@ -7,7 +7,7 @@ datacenter; times are offsets from the injected clock's ``now``.
 from __future__ import annotations
 
 import hashlib
-import random
+import struct
 from dataclasses import dataclass, field, replace
 
 from backends import images
@@ -68,11 +68,10 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
-    rng = random.Random()  # reseeded per VM and per disk: the same draws as a new Random each time
     for v in spec.vms:
-        rng.seed(f"{spec.seed}:{v.name}")
-        vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], rng)
-        boot[v.name] = (now - rng.uniform(3_600, 90 * 86_400), rng.uniform(0.05, 0.85))
+        uuid, booted, util = _VM_DRAWS.unpack(_draws(f"{spec.seed}:{v.name}", _VM_DRAWS.size))
+        vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], _uuid(uuid))
+        boot[v.name] = (now - _between(booted, 3_600, 90 * 86_400), _between(util, 0.05, 0.85))
     devices = {}
     for d in spec.devices:
         for dev in make_devices(d):
@@ -92,8 +91,7 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
     replicas: dict[tuple[str, str], ReplicaState] = {}
     for v in spec.vms:
         for disk in v.disks:
-            rng.seed(f"{spec.seed}:{v.name}:{disk.target}")
-            chain = chains[(v.name, disk.target)] = make_chain(v, disk, rng)
+            chain = chains[(v.name, disk.target)] = make_chain(v, disk, f"{spec.seed}:{v.name}:{disk.target}")
             if v.replica:
                 state = replicas[(v.name, disk.target)] = ReplicaState(
                     vm=v.name, disk=disk.target, to=v.replica.to, rpo_s=v.replica.rpo_s,
@@ -147,7 +145,7 @@ def _distances(h: HostSpec, i: int) -> tuple[tuple[int, int], ...]:
     return tuple(enumerate(row))
 
 
-def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], rng: random.Random) -> Vm:
+def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: str) -> Vm:
     vnuma: list[VNumaCell] = []
     pins: list[VcpuPin] = []
     next_vcpu = 0
@@ -172,15 +170,31 @@ def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], rng: ran
                 cursors[cell] += 1
                 vcpu += 1
     return Vm(
-        name=v.name, uuid=_uuid(rng), host=v.host, state=v.state, vcpus=v.vcpus,
+        name=v.name, uuid=uuid, host=v.host, state=v.state, vcpus=v.vcpus,
         memory_kib=v.memory_kib, max_memory_kib=v.memory_kib * 3 // 2, vnuma=tuple(vnuma),
         pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,),
         disks=tuple([d.target for d in v.disks]),
     )
 
 
-def _uuid(rng: random.Random) -> str:
-    h = f"{rng.getrandbits(128):032x}"
+# What a VM draws (its UUID's 128 bits, when it booted, how busy it is) and a chain's layers (how
+# full each is), from a hash of the seed and its name: the same on every build, whatever else the
+# fleet holds, and cheaper than seeding a Mersenne Twister for each (at 10,000 VMs, 0.15 s of start).
+_VM_DRAWS = struct.Struct("<16sQQ")
+_LAYER_DRAW = struct.Struct("<Q")
+
+
+def _draws(key: str, size: int) -> bytes:
+    return hashlib.shake_128(key.encode()).digest(size)
+
+
+def _between(draw: int, low: float, high: float) -> float:
+    """A 64-bit draw as a float evenly in [low, high)."""
+    return low + (high - low) * (draw / 2**64)
+
+
+def _uuid(draw: bytes) -> str:
+    h = draw.hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
 
 
@@ -212,13 +226,13 @@ def _owner(owner: str, driver: str) -> Owner:
     return Owner(OwnerKind.VM, vm=owner, driver=driver)
 
 
-def make_chain(v: VmSpec, disk: DiskSpec, rng: random.Random) -> DiskChain:
+def make_chain(v: VmSpec, disk: DiskSpec, key: str) -> DiskChain:
     size = disk.size_kib * 1024
     root = f"/var/lib/libvirt/images/{v.name}"
-    layers = [DiskLayer(f"{root}/{disk.target}-base.qcow2", "qcow2", size,
-                        int(size * rng.uniform(0.25, 0.7)))]
+    full = [d for (d,) in _LAYER_DRAW.iter_unpack(_draws(key, _LAYER_DRAW.size * (1 + disk.overlays)))]
+    layers = [DiskLayer(f"{root}/{disk.target}-base.qcow2", "qcow2", size, int(size * _between(full[0], 0.25, 0.7)))]
     for i in range(disk.overlays):
         name = "active" if i == disk.overlays - 1 else f"d{i + 1}"
         layers.append(DiskLayer(f"{root}/{disk.target}-{name}.qcow2", "qcow2", size,
-                                int(size * rng.uniform(0.005, 0.08))))
+                                int(size * _between(full[1 + i], 0.005, 0.08))))
     return DiskChain(vm=v.name, host=v.host, disk=disk.target, layers=tuple(layers))
