@@ -9,6 +9,7 @@ them off any UI loop.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import threading
 from abc import ABC, abstractmethod
@@ -189,7 +190,7 @@ class Backend(ABC):
             )
         return self._prepare(request)
 
-    # Request type → the Operation class that checks and runs it, per backend.
+    # Request type → the Operation class that checks and runs it, per backend (see ``lazy_operation``).
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {}
 
     def _prepare(self, request: Request) -> Operation:
@@ -200,3 +201,15 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release connections and threads; the backend is unusable afterwards."""
+
+
+def lazy_operation(module: str, name: str) -> Callable[[Any, Any], Operation]:
+    """An operation factory that imports ``module`` on its first use and builds ``name`` from it:
+    what only reads (``hvc inventory``, the console's start) does not pay for importing them all."""
+
+    def make(backend: Any, request: Any) -> Operation:
+        cls: Callable[[Any, Any], Operation] = getattr(importlib.import_module(module), name)
+        return cls(backend, request)
+
+    make.__qualname__ = make.__name__ = name
+    return make

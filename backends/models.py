@@ -7,7 +7,7 @@ cannot tell us", and views show it as unknown rather than inventing a value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -337,7 +337,7 @@ class Inventory:
     chains: tuple[DiskChain, ...]
     replicas: tuple[ReplicaLink, ...] = ()
     taken_at: float = 0.0
-    pools: tuple[StoragePool, ...] = ()
+    pools: Sequence[StoragePool] = ()  # the simulator's are made when first read
     services: tuple[StorageService, ...] = ()  # S8
     # (host, VM name) → CPU time the running VM has used, in ns; absent when not known. A counter
     # that moves on every refresh, kept apart from the VMs so an unchanged VM stays the same object

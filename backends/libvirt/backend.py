@@ -6,7 +6,6 @@ report the same hostname, as two daemons on one machine do.
 
 from __future__ import annotations
 
-import importlib
 import queue
 import threading
 import time
@@ -16,7 +15,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, ClassVar
 
-from backends.base import Backend, Capability, Change, Operation
+from backends.base import Backend, Capability, Change, Operation, lazy_operation
 from backends.errors import BadInput, HostUnreachable
 from backends.libvirt.connect import Opening, check_uri
 from backends.libvirt.events import ensure_event_loop
@@ -93,17 +92,6 @@ class EventTap:
         self.close()
 
 
-def _lazy(module: str, name: str) -> Callable[[Any, Any], Operation]:
-    """An operation factory that imports ``module`` on its first use and builds ``name`` from it."""
-
-    def make(backend: Any, request: Any) -> Operation:
-        cls: Callable[[Any, Any], Operation] = getattr(importlib.import_module(module), name)
-        return cls(backend, request)
-
-    make.__qualname__ = make.__name__ = name
-    return make
-
-
 class LibvirtBackend(Backend):
     name = "libvirt"
     capabilities = frozenset({
@@ -112,20 +100,18 @@ class LibvirtBackend(Backend):
         Capability.REPLICATE, Capability.FAILOVER, Capability.DEVICE_OP, Capability.BALLOON,
         Capability.SERVICES, Capability.DEVICES,
     })
-    # Each operation's module is imported when a request of its kind is first prepared: a
-    # command that only reads (``hvc inventory``) does not pay for importing them all.
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
-        LifecycleRequest: _lazy("backends.libvirt.ops", "LibvirtLifecycle"),
-        MigrateRequest: _lazy("backends.libvirt.migrate", "LibvirtMigrate"),
-        HandoffRequest: _lazy("backends.libvirt.handoff", "LibvirtHandoff"),
-        RebalanceRequest: _lazy("backends.libvirt.rebalance", "LibvirtRebalance"),
-        ReplicateRequest: _lazy("backends.libvirt.replication", "LibvirtReplicate"),
-        FailoverRequest: _lazy("backends.libvirt.replication", "LibvirtFailover"),
-        DeviceOpRequest: _lazy("backends.libvirt.device_op", "LibvirtDeviceOp"),
-        BalloonRequest: _lazy("backends.libvirt.balloon", "LibvirtBalloon"),
-        ServiceMoveRequest: _lazy("backends.libvirt.services", "LibvirtServiceMove"),
-        DetachRequest: _lazy("backends.libvirt.devices", "LibvirtDetach"),
-        AttachRequest: _lazy("backends.libvirt.devices", "LibvirtAttach"),
+        LifecycleRequest: lazy_operation("backends.libvirt.ops", "LibvirtLifecycle"),
+        MigrateRequest: lazy_operation("backends.libvirt.migrate", "LibvirtMigrate"),
+        HandoffRequest: lazy_operation("backends.libvirt.handoff", "LibvirtHandoff"),
+        RebalanceRequest: lazy_operation("backends.libvirt.rebalance", "LibvirtRebalance"),
+        ReplicateRequest: lazy_operation("backends.libvirt.replication", "LibvirtReplicate"),
+        FailoverRequest: lazy_operation("backends.libvirt.replication", "LibvirtFailover"),
+        DeviceOpRequest: lazy_operation("backends.libvirt.device_op", "LibvirtDeviceOp"),
+        BalloonRequest: lazy_operation("backends.libvirt.balloon", "LibvirtBalloon"),
+        ServiceMoveRequest: lazy_operation("backends.libvirt.services", "LibvirtServiceMove"),
+        DetachRequest: lazy_operation("backends.libvirt.devices", "LibvirtDetach"),
+        AttachRequest: lazy_operation("backends.libvirt.devices", "LibvirtAttach"),
     }
 
     def __init__(

@@ -13,9 +13,9 @@ import operator
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from backends.base import Backend, Capability, Change, Operation
+from backends.base import Backend, Capability, Change, Operation, lazy_operation
 from backends.grouping import Grouped, group_by_host
 from backends.models import (
     DiskChain,
@@ -43,19 +43,13 @@ from backends.requests import (
     ReplicateRequest,
     ServiceMoveRequest,
 )
-from backends.sim.balloon import SimBalloon
 from backends.sim.build import GIB, build
 from backends.sim.clock import Clock, ManualClock
-from backends.sim.device_op import DeviceState, SimDeviceOp
-from backends.sim.devices import SimAttach, SimDetach
-from backends.sim.handoff_op import SimHandoff
-from backends.sim.migrate import SimMigrate
-from backends.sim.ops import SimLifecycle
-from backends.sim.rebalance import SimRebalance
-from backends.sim.replicate import SimFailover, SimReplicate
 from backends.sim.residency import SimResidency
-from backends.sim.service_move import SimServiceMove
 from backends.sim.spec import FleetSpec, HostSpec
+
+if TYPE_CHECKING:
+    from backends.sim.device_op import DeviceState
 
 T = TypeVar("T")
 
@@ -69,17 +63,17 @@ class SimBackend(Backend):
         Capability.SERVICES, Capability.DEVICES,
     })
     operations: ClassVar[dict[type, Callable[[Any, Any], Operation]]] = {
-        LifecycleRequest: SimLifecycle,
-        MigrateRequest: SimMigrate,
-        RebalanceRequest: SimRebalance,
-        HandoffRequest: SimHandoff,
-        ReplicateRequest: SimReplicate,
-        FailoverRequest: SimFailover,
-        DeviceOpRequest: SimDeviceOp,
-        BalloonRequest: SimBalloon,
-        ServiceMoveRequest: SimServiceMove,
-        DetachRequest: SimDetach,
-        AttachRequest: SimAttach,
+        LifecycleRequest: lazy_operation("backends.sim.ops", "SimLifecycle"),
+        MigrateRequest: lazy_operation("backends.sim.migrate", "SimMigrate"),
+        RebalanceRequest: lazy_operation("backends.sim.rebalance", "SimRebalance"),
+        HandoffRequest: lazy_operation("backends.sim.handoff_op", "SimHandoff"),
+        ReplicateRequest: lazy_operation("backends.sim.replicate", "SimReplicate"),
+        FailoverRequest: lazy_operation("backends.sim.replicate", "SimFailover"),
+        DeviceOpRequest: lazy_operation("backends.sim.device_op", "SimDeviceOp"),
+        BalloonRequest: lazy_operation("backends.sim.balloon", "SimBalloon"),
+        ServiceMoveRequest: lazy_operation("backends.sim.service_move", "SimServiceMove"),
+        DetachRequest: lazy_operation("backends.sim.devices", "SimDetach"),
+        AttachRequest: lazy_operation("backends.sim.devices", "SimAttach"),
     }
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, *, read_only: bool = False) -> None:
@@ -92,7 +86,7 @@ class SimBackend(Backend):
         self._host_specs = {h.name: h for h in spec.hosts}
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())
-        self._pool_cache: tuple[tuple[DiskChain, ...], tuple[StoragePool, ...]] | None = None
+        self._pool_cache: tuple[tuple[DiskChain, ...], _Pools] | None = None
         self.device_state: dict[tuple[str, str], DeviceState] = {}  # S7: power state and resets
         self.residency = SimResidency(spec.seed, {h.name: h.overcommit for h in spec.hosts})  # S3
         self._shown: dict[str, tuple[Vm, Vm]] = {}  # VM → (its state, as last shown)
@@ -153,22 +147,12 @@ class SimBackend(Backend):
             cpu_time_ns=cpu,
         )
 
-    def _pools(self, chains: tuple[DiskChain, ...]) -> tuple[StoragePool, ...]:
-        """One image pool per host holding its VMs' chains, each layer backed by the one below;
-        rebuilt only when ``chains`` is not the tuple they were built from."""
+    def _pools(self, chains: tuple[DiskChain, ...]) -> _Pools:
+        """One image pool per host holding its VMs' chains; the same (made once) while ``chains``
+        is the tuple they are made from."""
         if self._pool_cache is not None and self._pool_cache[0] is chains:
             return self._pool_cache[1]
-        volumes: dict[str, list[Volume]] = {}
-        for chain in chains:
-            for below, layer in zip((None, *chain.layers), chain.layers, strict=False):
-                volumes.setdefault(chain.host, []).append(Volume(
-                    layer.path.rsplit("/", 1)[-1], layer.path, layer.format, layer.virtual_bytes,
-                    layer.allocated_bytes, below.path if below else None))
-        pools = tuple(
-            StoragePool("images", h.name, "dir", "/var/lib/libvirt/images", None, None,
-                        tuple(sorted(volumes.get(h.name, []), key=lambda v: v.path)))
-            for h in self.spec.hosts
-        )
+        pools = _Pools(chains, tuple(h.name for h in self.spec.hosts))
         self._pool_cache = (chains, pools)
         return pools
 
@@ -232,6 +216,48 @@ class SimBackend(Backend):
                     _layer_states(len(primary.layers), r.present, r.shipping), r.last_sync))
             out.append(ReplicaLink(*kept[2], max(0.0, now - r.last_sync), r.rpo_s))  # type: ignore[call-arg]
         return tuple(out)
+
+
+class _Pools(Sequence[StoragePool]):
+    """A host's image pool holds its VMs' chains, each layer backed by the one below. They are made
+    when first read: the console never reads them (the command line's inventory does), and at
+    10,000 VMs making them is a tenth of the console's start."""
+
+    __slots__ = ("_chains", "_hosts", "_made")
+
+    def __init__(self, chains: tuple[DiskChain, ...], hosts: tuple[str, ...]) -> None:
+        self._chains, self._hosts = chains, hosts
+        self._made: tuple[StoragePool, ...] | None = None
+
+    def _pools(self) -> tuple[StoragePool, ...]:
+        if self._made is None:  # two threads reading at once both make the same pools: harmless
+            volumes: dict[str, list[Volume]] = {}
+            for chain in self._chains:
+                for below, layer in zip((None, *chain.layers), chain.layers, strict=False):
+                    volumes.setdefault(chain.host, []).append(Volume(
+                        layer.path.rsplit("/", 1)[-1], layer.path, layer.format, layer.virtual_bytes,
+                        layer.allocated_bytes, below.path if below else None))
+            self._made = tuple(
+                StoragePool("images", host, "dir", "/var/lib/libvirt/images", None, None,
+                            tuple(sorted(volumes.get(host, []), key=lambda v: v.path)))
+                for host in self._hosts
+            )
+        return self._made
+
+    @overload
+    def __getitem__(self, index: int) -> StoragePool: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[StoragePool, ...]: ...
+    def __getitem__(self, index: int | slice) -> StoragePool | tuple[StoragePool, ...]:
+        return self._pools()[index]
+
+    def __len__(self) -> int:
+        return len(self._pools())
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self._pools()) == tuple(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @functools.cache
