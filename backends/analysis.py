@@ -114,6 +114,9 @@ def _vm_checks(vm: Vm, host: Host | None, cpu_cell: dict[int, int] | None = None
             warn("vnuma-split", f"vNUMA cell v{node.id} split across {_cells(node.backing_cells)} ({shares})")
     if host is None or not host.numa:
         return out
+    if not vm.pinning and not vm.vnuma and (
+            len(vm.memory_nodeset) != 1 or any(cell.id == vm.memory_nodeset[0] for cell in host.numa)):
+        return out  # nothing pinned, its memory (where known) on a cell the host has: no more to find
     cpu_cell = _cpu_cells(host) if cpu_cell is None else cpu_cell  # a host's callers pass it once for all VMs
     cell_ids = {cell.id for cell in host.numa}
     placed = vm.memory_by_cell() or {}
