@@ -35,12 +35,16 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
     app = HvcApp(backend, started=started)  # the default refresh interval
     frames: list[float] = []
     cpu_at: dict[float, float] = {}  # frame → this process's CPU time then
+    awaited: list[tuple[Any, asyncio.Future[float]]] = []  # (what a frame must show, its time)
     display = app._display
 
     def counted_display(screen: Any, renderable: Any) -> None:
         if renderable is not None:
             frames.append(time.perf_counter())
             cpu_at[frames[-1]] = time.process_time()
+            for test, when in awaited:
+                if not when.done() and test():
+                    when.set_result(frames[-1])
         display(screen, renderable)
 
     app._display = counted_display  # type: ignore[method-assign]
@@ -55,34 +59,37 @@ async def measure(scale: str, idle_s: float, samples: int) -> dict[str, Any]:
             await asyncio.sleep(0.0005)
         raise TimeoutError("no frame")
 
-    async def until(test: Any, timeout: float = 120.0) -> float:
-        deadline = time.perf_counter() + timeout
-        while not test():
-            if time.perf_counter() > deadline:
-                raise TimeoutError("view never filled")
-            await asyncio.sleep(0.0005)
-        return time.perf_counter()
+    async def first_frame_showing(test: Any, timeout: float = 120.0) -> float:
+        """When the first frame was drawn with ``test()`` true: the view it waits for is in it."""
+        when = asyncio.get_running_loop().create_future()
+        awaited.append((test, when))
+        try:
+            return await asyncio.wait_for(when, timeout)
+        except TimeoutError:
+            raise TimeoutError("view never filled") from None
 
     def filled() -> bool:
         tables = list(app.screen.query(DataTable))
         return bool(tables) and all(t.row_count > 0 for t in tables)
 
     async with app.run_test(size=(120, 40)) as pilot:
-        ready = await until(filled)
-        first = await frame_after(ready)
+        first = await first_frame_showing(filled)
         out["start_to_frame_s"] = first - STARTED
         out["start_cpu_s"] = cpu_at[first] - STARTED_CPU  # the same span in CPU time: steadier on a shared machine
         import psutil
 
         from backends.requests import MigrateRequest
 
-        pressed = time.perf_counter()
-        await pilot.press("2")
-        from widgets.vm_table import VmTable  # the console imports it with the VMs view, on this key
+        def vms_shown() -> bool:
+            from widgets.vm_table import VmTable  # the console imports it with the VMs view
 
-        ready = await until(lambda: app.screen.query(VmTable) and app.screen.query_one(VmTable).row_count
-                            == out["vms"])
-        out["vms_view_s"] = await frame_after(ready) - pressed
+            tables = app.screen.query(VmTable)
+            return bool(tables) and tables.first().row_count == out["vms"]
+
+        pressed = time.perf_counter()
+        shown = asyncio.ensure_future(first_frame_showing(vms_shown))
+        await pilot.press("2")
+        out["vms_view_s"] = await shown - pressed
         await pilot.pause(0.5)
         out["rss_mb"] = psutil.Process().memory_info().rss / 2**20
 
