@@ -1,6 +1,7 @@
 """Shipping a sync's layers: several at once, each committed to the record in chain order.
 
-Each layer is its own pair of streams, re-pointed at its parent's replica volume by *name*,
+Each layer is copied on its own (``direct`` when the files are provably here, else a pair of
+streams, ``stream``), re-pointed at its parent's replica volume by *name*,
 and every name is chosen before anything ships, so the layers of a chain do not wait for
 one another: up to ``AT_ONCE`` ship concurrently, each over connections of its own. One at
 a time leaves most of the machine idle: a daemon moves a stream's data in one thread, and
@@ -26,6 +27,7 @@ import libvirt
 
 from backends.errors import OperationFailed
 from backends.libvirt.ops import open_job_connection
+from backends.libvirt.replication.direct import ship_direct
 from backends.libvirt.replication.plan import Step, drop_unlisted, volume_name
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
 from backends.libvirt.replication.stream import Cancelled, Read, ship_layer
@@ -154,7 +156,8 @@ class Shipment:
         vol = src.storageVolLookupByPath(step.facts.path)
         dst_vol = dst.storagePoolLookupByName(self.pool.name()).storageVolLookupByName(layer.name)
         self.tally.disk = step.disk
-        read = ship_layer(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt)
+        read = (ship_direct(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt)
+                or ship_layer(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt))
         after = vol_facts(vol)
         if (after.mtime, after.physical) != (step.facts.mtime, step.facts.physical):
             raise OperationFailed(f"{step.facts.path} changed while it shipped",
