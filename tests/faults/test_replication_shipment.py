@@ -192,6 +192,7 @@ class Hosts:
         by_uri = {"src": self.src, "dst": self.dst}
         monkeypatch.setattr(ship, "open_job_connection", lambda uri: Conn(by_uri[uri]))
         self.shipment: ship.Shipment | None = None
+        self.refreshes = 0  # on_commit calls (the operation refreshes the inventory on each)
 
     def plan(self, record: ReplicaRecord) -> list[Step]:
         chain = ["base", "mid", "top"]
@@ -202,8 +203,11 @@ class Hosts:
     def sync(self, record: ReplicaRecord, cancel: threading.Event | None = None) -> bool:
         tally = Tally(lambda _e: None, Meter("job", "bytes", time.time), "shipping", 0, layers_left=3)
         self.shipment = ship.Shipment("src", "dst", Conn(self.dst), self.dst, record, VM, [DISK], tally,
-                                      on_commit=lambda: None)
+                                      on_commit=self._refresh)
         return self.shipment.run(self.plan(record), cancel or threading.Event())
+
+    def _refresh(self) -> None:
+        self.refreshes += 1
 
     def routes(self) -> list[str]:
         """How each layer of the last sync moved ("direct" or "stream"), for those that finished."""
@@ -239,6 +243,7 @@ def test_layers_finishing_out_of_order_commit_base_first(monkeypatch: pytest.Mon
     record = _record()
     assert hosts.sync(record)
     _identical(hosts, record)
+    assert hosts.refreshes == 1  # the three landed together: one inventory refresh
 
 
 def test_a_middle_layer_that_drops_stops_the_layers_above_and_keeps_the_base(

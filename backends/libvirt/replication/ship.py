@@ -71,7 +71,7 @@ class Shipment:
     vm: str
     disks: list[str]
     tally: Tally
-    on_commit: Callable[[], object]  # after each commit (the inventory shows the layer land)
+    on_commit: Callable[[], object]  # after committing what was ready (the inventory shows the layers land)
     layers: list[_Layer] = field(default_factory=list)
 
     def run(self, plan: list[Step], cancel: threading.Event) -> bool:
@@ -165,22 +165,28 @@ class Shipment:
         return read
 
     def _commit_ready(self) -> None:
-        """Commit, base first, every finished layer whose layers below are committed."""
-        for n, layer in enumerate(self.layers):
-            if layer.committed or not isinstance(layer.outcome, Read):
-                continue
-            below = self.layers[n - 1] if n and self.layers[n - 1].step.disk == layer.step.disk else None
-            if below is not None and not below.committed:
-                continue
-            step, read = layer.step, layer.outcome
-            layers = self.record.disks.setdefault(step.disk, [])
-            layers[step.index:] = [LayerRecord(
-                step.index, step.facts.path, layer.name, read.checksum, read.data_bytes, step.facts.physical,
-                step.facts.mtime, step.sealed, time.time())]
-            write_record(self.dst, self.pool, self.record)  # the commit point: now the layer counts
-            layer.committed = True
-            in_flight = {other.name for other in self.layers if not other.committed}
-            drop_unlisted(self.pool, self.record, self.vm, self.disks, keep=in_flight)
-            self.tally.layers_left -= 1
-            self.tally.sample()
-            self.on_commit()
+        """Commit, base first, every finished layer whose layers below are committed, each in the
+        record as it goes; then tell ``on_commit`` once (the layers above a slow base finish
+        first and land together with it: one inventory refresh for them all, not one each)."""
+        committed = False
+        try:
+            for n, layer in enumerate(self.layers):
+                if layer.committed or not isinstance(layer.outcome, Read):
+                    continue
+                below = self.layers[n - 1] if n and self.layers[n - 1].step.disk == layer.step.disk else None
+                if below is not None and not below.committed:
+                    continue
+                step, read = layer.step, layer.outcome
+                layers = self.record.disks.setdefault(step.disk, [])
+                layers[step.index:] = [LayerRecord(
+                    step.index, step.facts.path, layer.name, read.checksum, read.data_bytes, step.facts.physical,
+                    step.facts.mtime, step.sealed, time.time())]
+                write_record(self.dst, self.pool, self.record)  # the commit point: now the layer counts
+                layer.committed = committed = True
+                self.tally.layers_left -= 1
+                self.tally.sample()
+        finally:
+            if committed:
+                in_flight = {other.name for other in self.layers if not other.committed}
+                drop_unlisted(self.pool, self.record, self.vm, self.disks, keep=in_flight)
+                self.on_commit()
