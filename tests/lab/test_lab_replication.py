@@ -1,5 +1,6 @@
-"""Replication on the two-host lab: a 3-layer qcow2 chain ships from host A to host B through
-libvirt volume streams, a 4th layer ships alone (also after an interrupted try), a corrupted
+"""Replication on the two-host lab: a 3-layer qcow2 chain ships from host A to host B (copied
+directly: hvc proves it sees both pools' files; and, forced, through libvirt volume streams, to
+the same replica), a 4th layer ships alone (also after an interrupted try), a corrupted
 replica layer fails verification and is re-shipped, and a test failover boots on host B.
 A planned failover moves the guest to host B onto its replica chain and reverses replication:
 the next sync ships from B back to A only what B wrote.
@@ -32,11 +33,14 @@ from backends.libvirt.replication import (
     LibvirtFailover,
     LibvirtReplicate,
     canonical_head,
+    direct,
     read_record,
     replica_links,
     repoint,
+    ship,
     trial_name,
     trial_overlay_name,
+    verify,
 )
 from backends.models import JobEvent, JobResult, LayerState, Outcome, PhaseChanged, Progress
 from backends.requests import FailoverRequest, ReplicateRequest
@@ -264,6 +268,58 @@ def test_replicate_a_chain_sync_a_new_layer_verify_and_test_failover(
         inv = backend.refresh()
         assert any(v.name == trial_name(VM) and v.host == host_b for v in inv.vms)
         assert _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM)))[0]) == 0  # untouched
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def routes(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """How each layer moved ("direct", or "stream" when the direct path declined) while shipping
+    and while verifying."""
+    seen: dict[str, list[str]] = {"ship": [], "verify": []}
+
+    def spy(kind: str, real: Any) -> Any:
+        def wrapped(*args: Any) -> Any:
+            got = real(*args)
+            seen[kind].append("stream" if got is None else got.route)
+            return got
+        return wrapped
+
+    monkeypatch.setattr(ship, "ship_direct", spy("ship", ship.ship_direct))
+    monkeypatch.setattr(verify, "read_local", spy("verify", verify.read_local))
+    return seen
+
+
+def test_the_lab_copies_layers_directly_and_streams_give_the_same_replica(
+        lab: LabStatus, conns: tuple[Any, Any], routes: dict[str, list[str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Host B's daemon runs in a mount namespace of its own, but its pool directory is the same
+    directory here: the proof holds, every layer is copied directly and verified locally. With
+    the direct path off, streams ship the same bytes to the same checksums."""
+    conn_a, conn_b = conns
+    primary: list[Path] = []
+    for i, (name, size, pattern) in enumerate(LAYERS):
+        primary.append(_make_layer(name, size, pattern, i * 64 * MIB, primary[-1] if primary else None))
+    conn_a.storagePoolLookupByName(POOL).refresh(0)
+    conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
+    backend = LibvirtBackend(lab.uris, poll_s=3600)
+    try:
+        host_b = next(h.name for h in backend.refresh().hosts if h.uri == lab.uris[1])
+        records = []
+        for direct_path in (True, False):
+            remove_named([conn_b], VM)  # the replica
+            routes["ship"].clear()
+            routes["verify"].clear()
+            monkeypatch.setattr(direct, "ENABLED", direct_path)
+            shipped = _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM, to=host_b)))[0])
+            assert abs(shipped - sum(_allocation(p) for p in primary)) <= 3 * 65536
+            want = "direct" if direct_path else "stream"
+            assert routes == {"ship": [want] * 3, "verify": [want] * 3}
+            _compare_all(primary, _replica_paths(conn_b))
+            record = read_record(conn_b, conn_b.storagePoolLookupByName(POOL), VM)
+            assert record is not None
+            records.append([(lay.volume, lay.checksum, lay.data_bytes) for lay in record.disks["sda"]])
+        assert records[0] == records[1]
     finally:
         backend.close()
 

@@ -4,6 +4,7 @@ One idea per module:
 
 - ``header``: the qcow2 header cluster, re-pointed in flight; what a layer's checksum covers.
 - ``stream``: layers move through sparse libvirt storage-volume streams, no shell on either host.
+- ``direct``: the kernel copies a layer's body instead when both volumes are provably local files.
 - ``volumes``: volume facts, a disk's volume chain, volumes in a pool.
 - ``record``: the replica state, a JSON record in the destination pool (the commit point).
 - ``locate``: finding a VM's records on the connected hosts.

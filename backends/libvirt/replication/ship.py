@@ -1,6 +1,7 @@
 """Shipping a sync's layers: several at once, each committed to the record in chain order.
 
-Each layer is its own pair of streams, re-pointed at its parent's replica volume by *name*,
+Each layer is copied on its own (``direct`` when the files are provably here, else a pair of
+streams, ``stream``), re-pointed at its parent's replica volume by *name*,
 and every name is chosen before anything ships, so the layers of a chain do not wait for
 one another: up to ``AT_ONCE`` ship concurrently, each over connections of its own. One at
 a time leaves most of the machine idle: a daemon moves a stream's data in one thread, and
@@ -26,6 +27,7 @@ import libvirt
 
 from backends.errors import OperationFailed
 from backends.libvirt.ops import open_job_connection
+from backends.libvirt.replication.direct import ship_direct
 from backends.libvirt.replication.plan import Step, drop_unlisted, volume_name
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
 from backends.libvirt.replication.stream import Cancelled, Read, ship_layer
@@ -69,7 +71,7 @@ class Shipment:
     vm: str
     disks: list[str]
     tally: Tally
-    on_commit: Callable[[], object]  # after each commit (the inventory shows the layer land)
+    on_commit: Callable[[], object]  # after committing what was ready (the inventory shows the layers land)
     layers: list[_Layer] = field(default_factory=list)
 
     def run(self, plan: list[Step], cancel: threading.Event) -> bool:
@@ -154,7 +156,8 @@ class Shipment:
         vol = src.storageVolLookupByPath(step.facts.path)
         dst_vol = dst.storagePoolLookupByName(self.pool.name()).storageVolLookupByName(layer.name)
         self.tally.disk = step.disk
-        read = ship_layer(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt)
+        read = (ship_direct(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt)
+                or ship_layer(src, vol, dst, dst_vol, layer.parent, self.tally.add, layer.halt))
         after = vol_facts(vol)
         if (after.mtime, after.physical) != (step.facts.mtime, step.facts.physical):
             raise OperationFailed(f"{step.facts.path} changed while it shipped",
@@ -162,22 +165,28 @@ class Shipment:
         return read
 
     def _commit_ready(self) -> None:
-        """Commit, base first, every finished layer whose layers below are committed."""
-        for n, layer in enumerate(self.layers):
-            if layer.committed or not isinstance(layer.outcome, Read):
-                continue
-            below = self.layers[n - 1] if n and self.layers[n - 1].step.disk == layer.step.disk else None
-            if below is not None and not below.committed:
-                continue
-            step, read = layer.step, layer.outcome
-            layers = self.record.disks.setdefault(step.disk, [])
-            layers[step.index:] = [LayerRecord(
-                step.index, step.facts.path, layer.name, read.checksum, read.data_bytes, step.facts.physical,
-                step.facts.mtime, step.sealed, time.time())]
-            write_record(self.dst, self.pool, self.record)  # the commit point: now the layer counts
-            layer.committed = True
-            in_flight = {other.name for other in self.layers if not other.committed}
-            drop_unlisted(self.pool, self.record, self.vm, self.disks, keep=in_flight)
-            self.tally.layers_left -= 1
-            self.tally.sample()
-            self.on_commit()
+        """Commit, base first, every finished layer whose layers below are committed, each in the
+        record as it goes; then tell ``on_commit`` once (the layers above a slow base finish
+        first and land together with it: one inventory refresh for them all, not one each)."""
+        committed = False
+        try:
+            for n, layer in enumerate(self.layers):
+                if layer.committed or not isinstance(layer.outcome, Read):
+                    continue
+                below = self.layers[n - 1] if n and self.layers[n - 1].step.disk == layer.step.disk else None
+                if below is not None and not below.committed:
+                    continue
+                step, read = layer.step, layer.outcome
+                layers = self.record.disks.setdefault(step.disk, [])
+                layers[step.index:] = [LayerRecord(
+                    step.index, step.facts.path, layer.name, read.checksum, read.data_bytes, step.facts.physical,
+                    step.facts.mtime, step.sealed, time.time())]
+                write_record(self.dst, self.pool, self.record)  # the commit point: now the layer counts
+                layer.committed = committed = True
+                self.tally.layers_left -= 1
+                self.tally.sample()
+        finally:
+            if committed:
+                in_flight = {other.name for other in self.layers if not other.committed}
+                drop_unlisted(self.pool, self.record, self.vm, self.disks, keep=in_flight)
+                self.on_commit()

@@ -1,11 +1,13 @@
 """Moving layers through libvirt storage-volume streams: reading one through, or shipping it re-pointed.
 
-Data path. Every layer moves through libvirt storage-volume streams: ``download`` from the
-primary's pool, ``upload`` into the destination's pool, sparse on both ends (holes are
-sent as lengths, not zeros), so it works over any libvirt URI and needs no shell on either
-host. The bytes pass through hvc: count them once, as "shipped". The header cluster is
-re-pointed on the way (see ``header``). A thread reads ahead of the upload (``_ReadAhead``):
-overlapping the download with hashing and uploading roughly halves a layer's shipping time.
+Data path. A layer moves through libvirt storage-volume streams unless hvc can prove it sees
+both volumes as local files (``direct``: then only the header cluster travels this way and the
+kernel copies the rest). Here: ``download`` from the primary's pool, ``upload`` into the
+destination's pool, sparse on both ends (holes are sent as lengths, not zeros), so it works
+over any libvirt URI and needs no shell on either host. The bytes pass through hvc: count them
+once, as "shipped". The header cluster is re-pointed on the way (see ``header``). A thread reads
+ahead of the upload (``_ReadAhead``): overlapping the download with hashing and uploading
+roughly halves a layer's shipping time.
 
 A download stream hands its data back in pieces of one RPC message: 262,120 bytes, then the
 24 that did not fit, over and over. Sent on as they come, every other upload message would
@@ -56,9 +58,10 @@ class Read:
     checksum: str
     backing: str | None
     data_bytes: int
+    route: str = "stream"  # or "direct": the local files were copied or read (``direct``)
 
 
-def _segments(stream: Any) -> Iterator[Segment]:
+def recv_segments(stream: Any) -> Iterator[Segment]:
     """What a sparse download stream carries, until its end."""
     while True:
         got = stream.recvFlags(CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
@@ -93,7 +96,7 @@ def _joined(segments: Iterator[Segment], size: int = SEGMENT) -> Iterator[Segmen
         yield b"".join(run) if len(run) > 1 else run[0]
 
 
-def _split_head(segments: Iterator[Segment]) -> tuple[bytes, Iterator[Segment]]:
+def split_head(segments: Iterator[Segment]) -> tuple[bytes, Iterator[Segment]]:
     """The header cluster (holes in it read as zeros) and the segments after it. A file that
     is not qcow2 has a 24-byte "head" that nothing rewrites."""
     head = bytearray()
@@ -126,7 +129,7 @@ def _prepend(first: Segment | None, rest: Iterator[Segment]) -> Iterator[Segment
     yield from rest
 
 
-def _send_all(stream: Any, data: bytes) -> None:
+def send_all(stream: Any, data: bytes) -> None:
     """Send all of ``data`` into an upload stream, however much each call takes (a copy of the
     rest only when a call took part of it)."""
     while data:
@@ -160,7 +163,7 @@ class _ReadAhead:
 
     def _pump(self, stream: Any) -> None:
         try:
-            for seg in _joined(_segments(stream)):
+            for seg in _joined(recv_segments(stream)):
                 if not self._put(seg):
                     return
             self._put(self._END)
@@ -183,7 +186,7 @@ class _ReadAhead:
         self._thread.join(timeout)
 
 
-def _hash_hole(digest: Any, length: int) -> None:
+def hash_hole(digest: Any, length: int) -> None:
     """Feed a hole to ``digest`` as the zeros it reads as."""
     zeros = memoryview(_ZEROS)
     while length > 0:
@@ -199,7 +202,7 @@ def _open_download(conn: Any, vol: Any) -> Any:
     return stream
 
 
-def _abort(*streams: Any) -> None:
+def abort(*streams: Any) -> None:
     """Abort streams after a failure, ignoring what aborting them raises."""
     for stream in streams:
         with contextlib.suppress(libvirt.libvirtError, Exception):
@@ -212,7 +215,7 @@ def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
     stream = _open_download(conn, vol)
     ahead = _ReadAhead(stream)
     try:
-        head, rest = _split_head(iter(ahead))
+        head, rest = split_head(iter(ahead))
         digest = hashlib.sha256(canonical_head(head))
         data = len(head)
         if on_bytes:
@@ -221,7 +224,7 @@ def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
             if cancel is not None and cancel.is_set():
                 raise Cancelled
             if isinstance(seg, int):
-                _hash_hole(digest, seg)
+                hash_hole(digest, seg)
                 continue
             digest.update(seg)
             data += len(seg)
@@ -229,7 +232,7 @@ def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
                 on_bytes(len(seg))
         stream.finish()
     except BaseException:
-        _abort(stream)
+        abort(stream)
         ahead.stop()
         raise
     return Read(digest.hexdigest(), backing_name(head), data)
@@ -243,31 +246,31 @@ def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent:
     try:
         dst_vol.upload(up, 0, 0, libvirt.VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM)
     except BaseException:
-        _abort(down)
+        abort(down)
         raise
     ahead = _ReadAhead(down)
     try:
-        head, rest = _split_head(iter(ahead))
+        head, rest = split_head(iter(ahead))
         digest = hashlib.sha256(canonical_head(head))
         patched = repoint(head, parent) if head[:4] == QCOW2_MAGIC else head
-        _send_all(up, patched)
+        send_all(up, patched)
         sent = len(patched)
         on_bytes(len(patched))
         for seg in rest:
             if cancel.is_set():
                 raise Cancelled
             if isinstance(seg, int):
-                _hash_hole(digest, seg)
+                hash_hole(digest, seg)
                 up.sendHole(seg, 0)
                 continue
             digest.update(seg)
-            _send_all(up, seg)
+            send_all(up, seg)
             sent += len(seg)
             on_bytes(len(seg))
         down.finish()
         up.finish()
     except BaseException:
-        _abort(down, up)
+        abort(down, up)
         ahead.stop()
         raise
     return Read(digest.hexdigest(), backing_name(head), sent)
@@ -285,7 +288,7 @@ def download_small(conn: Any, vol: Any) -> bytes:
             out += chunk
         stream.finish()
     except BaseException:
-        _abort(stream)
+        abort(stream)
         raise
     return bytes(out)
 
@@ -295,8 +298,8 @@ def upload_small(conn: Any, vol: Any, data: bytes) -> None:
     stream = conn.newStream(0)
     vol.upload(stream, 0, 0, 0)
     try:
-        _send_all(stream, data)
+        send_all(stream, data)
         stream.finish()
     except BaseException:
-        _abort(stream)
+        abort(stream)
         raise

@@ -2,7 +2,8 @@
 
 The record lists the primary's layers in order; each replica volume exists, is qcow2 (or raw
 for a raw base), its header names the previous replica layer as backing (the base names
-none), and its checksum, read back from the destination, equals the primary's. A sealed
+none), and its checksum, read back from the destination (from the local file when it is
+provably the volume: ``direct``), equals the primary's. A sealed
 primary layer whose mtime or size moved since it shipped is read again and must still match.
 When the destination pool is a local directory (same machine, as in the lab) ``qemu-img info
 --backing-chain`` confirms the chain too. A mismatch drops that layer and those above it from
@@ -25,6 +26,7 @@ from backends.base import Emit
 from backends.errors import OperationFailed
 from backends.libvirt.migrate import is_local
 from backends.libvirt.ops import open_job_connection
+from backends.libvirt.replication.direct import read_local
 from backends.libvirt.replication.plan import drop_unlisted
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
 from backends.libvirt.replication.ship import AT_ONCE
@@ -93,7 +95,7 @@ def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callabl
                         conn = open_job_connection(dst_uri)
                     vol = lookup(conn.storagePoolLookupByName(pool_name), name)
                     if vol is not None:
-                        out[name] = read_layer(conn, vol, on_bytes, cancel)
+                        out[name] = _read(conn, vol, on_bytes, cancel)
                 except BaseException as exc:  # raised in chain order by _check_layer
                     out[name] = exc
         finally:
@@ -108,6 +110,11 @@ def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callabl
     for thread in threads:
         thread.join()
     return out
+
+
+def _read(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None, cancel: threading.Event) -> Read:
+    """A layer read through: from the local file when it is provably the volume, else a stream."""
+    return read_local(conn, vol, on_bytes, cancel) or read_layer(conn, vol, on_bytes, cancel)
 
 
 def _check_layer(src: Any, pool: Any, layers: list[LayerRecord], i: int, got: Read | BaseException | None,
@@ -133,7 +140,7 @@ def _check_layer(src: Any, pool: Any, layers: list[LayerRecord], i: int, got: Re
         return "" if not layer.sealed else f"sealed primary layer {layer.primary_path} is gone"
     facts = vol_facts(primary)
     if layer.sealed and (facts.mtime, facts.physical) != (layer.mtime, layer.physical):
-        now = read_layer(src, primary, None, cancel)
+        now = _read(src, primary, None, cancel)
         if now.checksum != layer.checksum:
             return "the sealed primary layer changed since it shipped"
     return ""
