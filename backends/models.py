@@ -32,6 +32,9 @@ class VmState(StrEnum):
     UNKNOWN = "unknown"
 
 
+_ACTIVE = frozenset({VmState.RUNNING, VmState.PAUSED, VmState.MIGRATING})  # a set: a tuple compares as strings
+
+
 class OwnerKind(StrEnum):
     HOST = "host"  # bound to the host's own driver stack
     VFIO = "vfio"  # detached from the host, bound to vfio-pci, owned by no VM
@@ -182,7 +185,7 @@ class Vm:
     @property
     def active(self) -> bool:
         """Running or paused: its memory is resident on the host."""
-        return self.state in (VmState.RUNNING, VmState.PAUSED, VmState.MIGRATING)
+        return self.state in _ACTIVE
 
     def memory_by_cell(self) -> dict[int, int] | None:
         """KiB of this VM's memory on each physical cell, or None when the host cannot tell."""

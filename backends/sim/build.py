@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from backends import images
@@ -68,10 +69,16 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
+    chains: dict[tuple[str, str], DiskChain] = {}
     for v in spec.vms:
-        uuid, booted, util = _VM_DRAWS.unpack(_draws(f"{spec.seed}:{v.name}", _VM_DRAWS.size))
+        layers = sum(1 + d.overlays for d in v.disks)
+        drawn = _draws(f"{spec.seed}:{v.name}", _VM_DRAWS.size + _LAYER_DRAW.size * layers)
+        uuid, booted, util = _VM_DRAWS.unpack_from(drawn)
         vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], _uuid(uuid))
         boot[v.name] = (now - _between(booted, 3_600, 90 * 86_400), _between(util, 0.05, 0.85))
+        fills = (d for (d,) in _LAYER_DRAW.iter_unpack(drawn[_VM_DRAWS.size:]))
+        for disk in v.disks:
+            chains[(v.name, disk.target)] = make_chain(v, disk, fills)
     devices = {}
     for d in spec.devices:
         for dev in make_devices(d):
@@ -87,19 +94,19 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
                 for i, m in enumerate(v.images) if (held := devices.get((m.host, m.address))) is not None
             )
             vms[v.name] = replace(vms[v.name], device_images=taken)
-    chains: dict[tuple[str, str], DiskChain] = {}
     replicas: dict[tuple[str, str], ReplicaState] = {}
     for v in spec.vms:
+        if v.replica is None:
+            continue
         for disk in v.disks:
-            chain = chains[(v.name, disk.target)] = make_chain(v, disk, f"{spec.seed}:{v.name}:{disk.target}")
-            if v.replica:
-                state = replicas[(v.name, disk.target)] = ReplicaState(
-                    vm=v.name, disk=disk.target, to=v.replica.to, rpo_s=v.replica.rpo_s,
-                    last_sync=now - v.replica.lag_s,
-                    present=max(1, len(chain.layers) - v.replica.missing),
-                    shipping=v.replica.shipping and v.replica.missing > 0,
-                )
-                state.sums = [layer_sum(layer) for layer in chain.layers[: state.present]]
+            chain = chains[(v.name, disk.target)]
+            state = replicas[(v.name, disk.target)] = ReplicaState(
+                vm=v.name, disk=disk.target, to=v.replica.to, rpo_s=v.replica.rpo_s,
+                last_sync=now - v.replica.lag_s,
+                present=max(1, len(chain.layers) - v.replica.missing),
+                shipping=v.replica.shipping and v.replica.missing > 0,
+            )
+            state.sums = [layer_sum(layer) for layer in chain.layers[: state.present]]
     services = {}
     for svc in spec.services:
         vm = vms[svc.vm]
@@ -177,8 +184,8 @@ def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: st
     )
 
 
-# What a VM draws (its UUID's 128 bits, when it booted, how busy it is) and a chain's layers (how
-# full each is), from a hash of the seed and its name: the same on every build, whatever else the
+# What a VM draws (its UUID's 128 bits, when it booted, how busy it is, then how full each layer of
+# its disks is), from a hash of the seed and its name: the same on every build, whatever else the
 # fleet holds, and cheaper than seeding a Mersenne Twister for each (at 10,000 VMs, 0.15 s of start).
 _VM_DRAWS = struct.Struct("<16sQQ")
 _LAYER_DRAW = struct.Struct("<Q")
@@ -226,13 +233,12 @@ def _owner(owner: str, driver: str) -> Owner:
     return Owner(OwnerKind.VM, vm=owner, driver=driver)
 
 
-def make_chain(v: VmSpec, disk: DiskSpec, key: str) -> DiskChain:
+def make_chain(v: VmSpec, disk: DiskSpec, fills: Iterator[int]) -> DiskChain:
+    """``disk``'s base and overlays, how full each is taken from ``fills`` (64-bit draws)."""
     size = disk.size_kib * 1024
-    root = f"/var/lib/libvirt/images/{v.name}"
-    full = [d for (d,) in _LAYER_DRAW.iter_unpack(_draws(key, _LAYER_DRAW.size * (1 + disk.overlays)))]
-    layers = [DiskLayer(f"{root}/{disk.target}-base.qcow2", "qcow2", size, int(size * _between(full[0], 0.25, 0.7)))]
+    path = f"/var/lib/libvirt/images/{v.name}/{disk.target}-"
+    layers = [DiskLayer(f"{path}base.qcow2", "qcow2", size, int(size * _between(next(fills), 0.25, 0.7)))]
     for i in range(disk.overlays):
         name = "active" if i == disk.overlays - 1 else f"d{i + 1}"
-        layers.append(DiskLayer(f"{root}/{disk.target}-{name}.qcow2", "qcow2", size,
-                                int(size * _between(full[1 + i], 0.005, 0.08))))
+        layers.append(DiskLayer(f"{path}{name}.qcow2", "qcow2", size, int(size * _between(next(fills), 0.005, 0.08))))
     return DiskChain(vm=v.name, host=v.host, disk=disk.target, layers=tuple(layers))
