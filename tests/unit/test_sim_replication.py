@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from backends.errors import BadInput, OperationFailed
@@ -50,7 +52,15 @@ def test_incremental_sync_ships_only_missing_layers_then_only_new_writes() -> No
 
 def test_an_interrupted_sync_keeps_whole_layers_only_and_resumes() -> None:
     backend, _ = sim()
-    result, _ = run(backend, ReplicateRequest("ci-runner-01", "dub-hv01"), cancel_after=290)  # inside the third layer
+    chain = next(c for c in backend.snapshot().chains if c.vm == "ci-runner-01")
+    two_layers = sum(layer.allocated_bytes or 0 for layer in chain.layers[:2])
+    cancel = threading.Event()
+
+    def inside_the_third_layer(event: object) -> None:
+        if isinstance(event, Progress) and event.phase == "shipping" and event.done > two_layers:
+            cancel.set()
+
+    result = backend.prepare(ReplicateRequest("ci-runner-01", "dub-hv01")).run(inside_the_third_layer, cancel)
     assert result.outcome is Outcome.CANCELLED and "resumes" in result.reason
     partial = link(backend, "ci-runner-01")
     done = sum(1 for s in partial.layer_states if s is LayerState.PRESENT)
