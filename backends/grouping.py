@@ -23,10 +23,22 @@ class Grouped:
     at: dict[str, list[int]]  # host → the positions of those VMs in ``vms``
 
 
+_last: Grouped | None = None  # the last grouping made: a backend and the analysis group the same snapshot
+
+
 def group_by_host(vms: tuple[Vm, ...], before: Grouped | None = None) -> Grouped:
     """``vms`` by host; from ``before`` when it grouped as many VMs and only a few changed."""
+    global _last
     if before is not None and before.vms is vms:
         return before
+    last = _last
+    if last is not None and last.vms is vms:
+        return last
+    _last = _grouped(vms, before)
+    return _last
+
+
+def _grouped(vms: tuple[Vm, ...], before: Grouped | None) -> Grouped:
     changed = _changed(before.vms, vms) if before is not None and len(before.vms) == len(vms) else None
     if before is None or changed is None:
         hosts: dict[str, list[Vm]] = {}

@@ -6,6 +6,7 @@ datacenter; times are offsets from the injected clock's ``now``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 from collections.abc import Iterator
@@ -153,6 +154,9 @@ def _distances(h: HostSpec, i: int) -> tuple[tuple[int, int], ...]:
 
 
 def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: str) -> Vm:
+    if not v.vnuma and not v.pinned:  # most VMs: nothing to lay out
+        return Vm(v.name, uuid, v.host, v.state, v.vcpus, v.memory_kib, v.memory_kib * 3 // 2,
+                  memory_nodeset=_ON_CELL[v.cell] if v.cell < len(_ON_CELL) else (v.cell,), disks=_targets(v.disks))
     vnuma: list[VNumaCell] = []
     pins: list[VcpuPin] = []
     next_vcpu = 0
@@ -179,9 +183,16 @@ def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: st
     return Vm(
         name=v.name, uuid=uuid, host=v.host, state=v.state, vcpus=v.vcpus,
         memory_kib=v.memory_kib, max_memory_kib=v.memory_kib * 3 // 2, vnuma=tuple(vnuma),
-        pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,),
-        disks=tuple([d.target for d in v.disks]),
+        pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,), disks=_targets(v.disks),
     )
+
+
+_ON_CELL = tuple((cell,) for cell in range(8))  # VMs on one cell share its (immutable) nodeset
+
+
+@functools.lru_cache(maxsize=64)
+def _targets(disks: tuple[DiskSpec, ...]) -> tuple[str, ...]:
+    return tuple(d.target for d in disks)
 
 
 # What a VM draws (its UUID's 128 bits, when it booted, how busy it is, then how full each layer of

@@ -67,7 +67,7 @@ def generate_fleet(hosts: int, vms_per_host: int, seed: int = 0) -> FleetSpec:
     devices: list[DeviceSpec] = []
     services: list[ServiceSpec] = []
     draw = rng.random  # picks index by one draw each: Random.choice costs ~5 times as much, 10,000 times over
-    disk_specs: dict[tuple[int, int], DiskSpec] = {}  # alike disks share one (frozen) spec
+    disk_specs: dict[tuple[int, int], tuple[DiskSpec]] = {}  # alike disks share one (frozen) spec
     for n, h in enumerate(host_specs):
         budget = [c.memory_kib - h.reserved_kib for c in h.cells]
         nic_owners: dict[int, str] = {}
@@ -94,11 +94,8 @@ def generate_fleet(hosts: int, vms_per_host: int, seed: int = 0) -> FleetSpec:
             if len(nic_owners) < 8 and draw() < 0.05:
                 nic_owners[len(nic_owners)] = name
             shape = (_DISK_GIB[int(draw() * len(_DISK_GIB))], int(draw() * 4))
-            disk = disk_specs.get(shape) or disk_specs.setdefault(shape, DiskSpec("vda", shape[0] * GIB, shape[1]))
-            vms.append(VmSpec(
-                name=name, host=h.name, vcpus=vcpus, memory_kib=memory, state=state,
-                vnuma=vnuma, cell=cell, pinned=bool(vnuma), disks=(disk,), replica=replica,
-            ))
+            disks = disk_specs.get(shape) or disk_specs.setdefault(shape, (DiskSpec("vda", shape[0] * GIB, shape[1]),))
+            vms.append(VmSpec(name, h.name, vcpus, memory, state, vnuma, cell, None, bool(vnuma), disks, replica))
         devices.append(DeviceSpec(
             host=h.name, address="0000:18:00.0", vendor="Intel Corporation",
             product="Ethernet Controller E810-C for QSFP", device_class="Ethernet controller",
