@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import queue
@@ -48,6 +47,7 @@ from typing import Any
 import libvirt
 
 from backends.errors import OperationFailed
+from backends.libvirt.replication.checksum import ALGORITHM, Hasher
 from backends.libvirt.replication.header import QCOW2_MAGIC, backing_name, canonical_head, cluster_size, repoint
 from backends.libvirt.replication.stream import (
     SEGMENT,
@@ -187,7 +187,7 @@ def pieces(fd: int, start: int, end: int) -> Iterator[Piece]:
             pos += step
 
 
-def hash_piece(fd: int, digest: Any, piece: Piece, buf: bytearray) -> None:
+def hash_piece(fd: int, digest: Hasher, piece: Piece, buf: bytearray) -> None:
     """Feed one piece of ``fd`` to ``digest`` (a hole as its zeros), reading through ``buf``."""
     offset, length, is_data = piece
     if not is_data:
@@ -223,7 +223,7 @@ def copy_range(src: int, dst: int, offset: int, length: int) -> None:
 class _Hasher:
     """Hashes the pieces handed to it, on a thread of its own, a bounded step behind the copy."""
 
-    def __init__(self, fd: int, digest: Any) -> None:
+    def __init__(self, fd: int, digest: Hasher) -> None:
         self.fd, self.digest = fd, digest
         self._queue: queue.Queue[Piece | None] = queue.Queue(2)
         self._failed: BaseException | None = None
@@ -262,7 +262,7 @@ class _Hasher:
         self._thread.join(5.0)
 
 
-def _copy_body(src: int, dst: int, start: int, size: int, digest: Any, on_bytes: Callable[[int], None],
+def _copy_body(src: int, dst: int, start: int, size: int, digest: Hasher, on_bytes: Callable[[int], None],
                cancel: Stop) -> int:
     """Copy ``src`` from ``start`` to ``size`` into ``dst`` and hash it; the data bytes copied."""
     hasher = _Hasher(src, digest)
@@ -311,7 +311,8 @@ def ship_direct(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent
             log.debug("layer ships through streams: %s", why)
             return None
         on_bytes(len(patched))
-        digest = hashlib.sha256(canonical_head(head))
+        digest = Hasher()
+        digest.update(canonical_head(head))
         try:
             copied = _copy_body(src, dst, len(head), size, digest, on_bytes, cancel)
         except OSError as exc:
@@ -320,11 +321,11 @@ def ship_direct(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent
             os.close(dst)
     finally:
         os.close(src)
-    return Read(digest.hexdigest(), backing_name(head), len(patched) + copied, route="direct")
+    return Read(digest.text(), backing_name(head), len(patched) + copied, route="direct")
 
 
 def read_local(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = None,
-               cancel: Stop | None = None) -> Read | None:
+               cancel: Stop | None = None, algorithm: str = ALGORITHM) -> Read | None:
     """``stream.read_layer`` done by reading the local file, or None when it is not provably the volume."""
     if not ENABLED or not _visible(vol):
         return None
@@ -335,7 +336,8 @@ def read_local(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
         log.debug("layer is read through a stream: %s", why)
         return None
     try:
-        digest = hashlib.sha256(canonical_head(head))
+        digest = Hasher(algorithm)
+        digest.update(canonical_head(head))
         data = len(head)
         if on_bytes:
             on_bytes(len(head))
@@ -352,4 +354,4 @@ def read_local(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
         raise OperationFailed(f"reading {vol.path()}: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
-    return Read(digest.hexdigest(), backing_name(head), data, route="direct")
+    return Read(digest.text(), backing_name(head), data, route="direct")
