@@ -10,7 +10,6 @@ another mount namespace) ships through the streams instead."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+import xxhash
 
 from backends.errors import OperationFailed
 from backends.libvirt.replication import direct, ship
@@ -234,7 +234,7 @@ def _identical(hosts: Hosts, record: ReplicaRecord) -> None:
     for layer in layers:
         primary = hosts.src.vols[layer.primary_path.rsplit("/", 1)[1]].data
         assert hosts.dst.vols[layer.volume].data == primary
-        assert layer.checksum == hashlib.sha256(primary).hexdigest()
+        assert layer.checksum == f"xxh128:{xxhash.xxh3_128(primary).hexdigest()}"
 
 
 def test_layers_finishing_out_of_order_commit_base_first(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -428,5 +428,5 @@ def test_direct_and_stream_read_a_sparse_qcow2_layer_to_the_same_checksum(tmp_pa
     streamed = read_layer(Conn(pool), vol)
     assert local is not None and local.route == "direct" and streamed.route == "stream"
     assert (local.checksum, local.backing) == (streamed.checksum, streamed.backing) == (
-        hashlib.sha256(canonical_head(top.read_bytes()[:65536]) + top.read_bytes()[65536:]).hexdigest(),
+        f"xxh128:{xxhash.xxh3_128(canonical_head(top.read_bytes()[:65536]) + top.read_bytes()[65536:]).hexdigest()}",
         str(base))

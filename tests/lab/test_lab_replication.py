@@ -10,6 +10,7 @@ Everything this file creates is named ``hvc-lab-rep…`` and removed at the end.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any
 
 import libvirt
 import pytest
+import xxhash
 
 from backends.base import Operation
 from backends.errors import BadInput
@@ -41,7 +43,9 @@ from backends.libvirt.replication import (
     trial_name,
     trial_overlay_name,
     verify,
+    write_record,
 )
+from backends.libvirt.replication.checksum import algorithm_of
 from backends.models import JobEvent, JobResult, LayerState, Outcome, PhaseChanged, Progress
 from backends.requests import FailoverRequest, ReplicateRequest
 
@@ -320,6 +324,56 @@ def test_the_lab_copies_layers_directly_and_streams_give_the_same_replica(
             assert record is not None
             records.append([(lay.volume, lay.checksum, lay.data_bytes) for lay in record.disks["sda"]])
         assert records[0] == records[1]
+    finally:
+        backend.close()
+
+
+def _content(path: Path) -> bytes:
+    """What a layer's checksum is made of: its canonical header cluster (64 KiB here), then the rest."""
+    data = path.read_bytes()
+    return canonical_head(data[:65536]) + data[65536:]
+
+
+def test_a_record_an_older_hvc_wrote_verifies_with_sha256_and_layers_shipped_again_get_xxh128(
+        lab: LabStatus, conns: tuple[Any, Any]) -> None:
+    """A record written before checksums were XXH128 holds bare SHA-256 ones: a sync verifies
+    them with SHA-256 (nothing ships), a layer that no longer matches still fails verification,
+    and the layers shipped again get XXH128 checksums; the base keeps its SHA-256 one."""
+    conn_a, conn_b = conns
+    primary: list[Path] = []
+    for i, (name, size, pattern) in enumerate(LAYERS):
+        primary.append(_make_layer(name, size, pattern, i * 64 * MIB, primary[-1] if primary else None))
+    conn_a.storagePoolLookupByName(POOL).refresh(0)
+    conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
+    backend = LibvirtBackend(lab.uris, poll_s=3600)
+    try:
+        host_b = next(h.name for h in backend.refresh().hosts if h.uri == lab.uris[1])
+        _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM, to=host_b)))[0])
+        pool_b = conn_b.storagePoolLookupByName(POOL)
+        record = read_record(conn_b, pool_b, VM)
+        assert record is not None
+        for layer, path in zip(record.disks["sda"], primary, strict=True):
+            assert layer.checksum == f"xxh128:{xxhash.xxh3_128(_content(path)).hexdigest()}"
+            layer.checksum = hashlib.sha256(_content(path)).hexdigest()  # as an older hvc wrote it
+        write_record(conn_b, pool_b, record)
+
+        assert _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM)))[0]) == 0  # verified
+        record = read_record(conn_b, pool_b, VM)
+        assert record is not None and [algorithm_of(lay.checksum) for lay in record.disks["sda"]] == ["sha256"] * 3
+
+        mid = _replica_paths(conn_b)[1]
+        assert _run(["qemu-io", "-c", "write -P 0x99 0 64k", str(mid)]).returncode == 0
+        result, _, _ = _execute(LibvirtReplicate(backend, ReplicateRequest(VM)))
+        assert result.outcome is Outcome.FAILED and "at layer 1" in result.reason, result.reason
+        shipped = _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM)))[0])
+        assert abs(shipped - sum(_allocation(p) for p in primary[1:])) <= 2 * 65536
+        record = read_record(conn_b, pool_b, VM)
+        assert record is not None
+        assert [lay.checksum for lay in record.disks["sda"]] == [
+            hashlib.sha256(_content(primary[0])).hexdigest(),
+            *(f"xxh128:{xxhash.xxh3_128(_content(p)).hexdigest()}" for p in primary[1:])]
+        _compare_all(primary, _replica_paths(conn_b))
+        assert _shipped(_execute(LibvirtReplicate(backend, ReplicateRequest(VM)))[0]) == 0  # both kinds verify
     finally:
         backend.close()
 

@@ -24,30 +24,28 @@ layer take the stream path, as it would between two machines (the bench measures
 
 The copy. Data extents (``SEEK_DATA``/``SEEK_HOLE``) are copied with ``copy_file_range`` in
 pieces of ``PIECE`` bytes: holes stay holes and the file is cut to the source's size at the end;
-a cancel is noticed and progress counted between pieces. A thread hashes the same pieces from
-the source file a step behind the copy (the page cache still holds them) into the checksum the
-stream path computes (``header``: the canonical header, then the bytes, holes as zeros), so
-verification compares like with like. Verification reads a replica layer back here too, under
-the same proof (``read_local``). A failure or cancel mid-copy leaves a partial destination
+a cancel is noticed and progress counted between pieces. Each piece is then hashed from the
+source file (the page cache still holds it) into the checksum the stream path computes
+(``header``: the canonical header, then the bytes, holes as zeros), so verification compares
+like with like. (Hashing on a thread of its own, a step behind the copy, is no faster with
+XXH128: the layers ship concurrently anyway.) Verification reads a replica layer back here too,
+under the same proof (``read_local``). A failure or cancel mid-copy leaves a partial destination
 volume, exactly as the stream path does: the shipment deletes whatever it did not commit.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import hashlib
 import logging
 import os
-import queue
 import stat
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import libvirt
 
 from backends.errors import OperationFailed
+from backends.libvirt.replication.checksum import ALGORITHM, Hasher
 from backends.libvirt.replication.header import QCOW2_MAGIC, backing_name, canonical_head, cluster_size, repoint
 from backends.libvirt.replication.stream import (
     SEGMENT,
@@ -187,7 +185,7 @@ def pieces(fd: int, start: int, end: int) -> Iterator[Piece]:
             pos += step
 
 
-def hash_piece(fd: int, digest: Any, piece: Piece, buf: bytearray) -> None:
+def hash_piece(fd: int, digest: Hasher, piece: Piece, buf: bytearray) -> None:
     """Feed one piece of ``fd`` to ``digest`` (a hole as its zeros), reading through ``buf``."""
     offset, length, is_data = piece
     if not is_data:
@@ -220,68 +218,21 @@ def copy_range(src: int, dst: int, offset: int, length: int) -> None:
         length -= got
 
 
-class _Hasher:
-    """Hashes the pieces handed to it, on a thread of its own, a bounded step behind the copy."""
-
-    def __init__(self, fd: int, digest: Any) -> None:
-        self.fd, self.digest = fd, digest
-        self._queue: queue.Queue[Piece | None] = queue.Queue(2)
-        self._failed: BaseException | None = None
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="hvc-layer-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        buf = bytearray(SEGMENT)
-        try:
-            while (piece := self._queue.get()) is not None and not self._stopped:
-                hash_piece(self.fd, self.digest, piece, buf)
-        except BaseException as exc:  # raised on the copying side
-            self._failed = exc
-
-    def put(self, piece: Piece | None) -> None:
-        while True:
-            if self._failed is not None:
-                raise self._failed
-            try:
-                self._queue.put(piece, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self) -> None:
-        self.put(None)
-        self._thread.join()
-        if self._failed is not None:
-            raise self._failed
-
-    def stop(self) -> None:
-        self._stopped = True
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join(5.0)
-
-
-def _copy_body(src: int, dst: int, start: int, size: int, digest: Any, on_bytes: Callable[[int], None],
+def _copy_body(src: int, dst: int, start: int, size: int, digest: Hasher, on_bytes: Callable[[int], None],
                cancel: Stop) -> int:
     """Copy ``src`` from ``start`` to ``size`` into ``dst`` and hash it; the data bytes copied."""
-    hasher = _Hasher(src, digest)
     copied = 0
-    try:
-        for piece in pieces(src, start, size):
-            if cancel.is_set():
-                raise Cancelled
-            offset, length, is_data = piece
-            if is_data:
-                copy_range(src, dst, offset, length)
-                copied += length
-                on_bytes(length)
-            hasher.put(piece)
-        os.ftruncate(dst, size)
-        hasher.finish()
-    except BaseException:
-        hasher.stop()
-        raise
+    buf = bytearray(SEGMENT)
+    for piece in pieces(src, start, size):
+        if cancel.is_set():
+            raise Cancelled
+        offset, length, is_data = piece
+        if is_data:
+            copy_range(src, dst, offset, length)
+            copied += length
+            on_bytes(length)
+        hash_piece(src, digest, piece, buf)
+    os.ftruncate(dst, size)
     return copied
 
 
@@ -311,7 +262,8 @@ def ship_direct(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent
             log.debug("layer ships through streams: %s", why)
             return None
         on_bytes(len(patched))
-        digest = hashlib.sha256(canonical_head(head))
+        digest = Hasher()
+        digest.update(canonical_head(head))
         try:
             copied = _copy_body(src, dst, len(head), size, digest, on_bytes, cancel)
         except OSError as exc:
@@ -320,11 +272,11 @@ def ship_direct(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent
             os.close(dst)
     finally:
         os.close(src)
-    return Read(digest.hexdigest(), backing_name(head), len(patched) + copied, route="direct")
+    return Read(digest.text(), backing_name(head), len(patched) + copied, route="direct")
 
 
 def read_local(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = None,
-               cancel: Stop | None = None) -> Read | None:
+               cancel: Stop | None = None, algorithm: str = ALGORITHM) -> Read | None:
     """``stream.read_layer`` done by reading the local file, or None when it is not provably the volume."""
     if not ENABLED or not _visible(vol):
         return None
@@ -335,7 +287,8 @@ def read_local(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
         log.debug("layer is read through a stream: %s", why)
         return None
     try:
-        digest = hashlib.sha256(canonical_head(head))
+        digest = Hasher(algorithm)
+        digest.update(canonical_head(head))
         data = len(head)
         if on_bytes:
             on_bytes(len(head))
@@ -352,4 +305,4 @@ def read_local(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
         raise OperationFailed(f"reading {vol.path()}: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
-    return Read(digest.hexdigest(), backing_name(head), data, route="direct")
+    return Read(digest.text(), backing_name(head), data, route="direct")

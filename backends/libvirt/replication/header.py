@@ -8,9 +8,9 @@ destination; ``qemu-img rebase -u`` would do the same, but needs a shell there. 
 header cluster's backing-file offset/length/name change (qcow2 keeps the name in cluster 0,
 after the header extensions).
 
-Checksums. A layer's checksum is SHA-256 over its file bytes (holes read as zeros) with
-the backing pointer blanked: header bytes 8..20 (backing offset and length) and the header
-cluster from the backing name on. So a replica layer, whose pointer was re-pointed on
+Checksums. A layer's checksum (XXH128, see ``checksum``) is made over its file bytes (holes
+read as zeros) with the backing pointer blanked: header bytes 8..20 (backing offset and length)
+and the header cluster from the backing name on. So a replica layer, whose pointer was re-pointed on
 purpose, has the same checksum as its primary layer iff everything else is identical.
 """
 

@@ -18,7 +18,6 @@ carry 24 bytes. The read-ahead joins adjacent data pieces into segments of ``SEG
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 import libvirt
 
 from backends.errors import OperationFailed
+from backends.libvirt.replication.checksum import ALGORITHM, Hasher
 from backends.libvirt.replication.header import QCOW2_MAGIC, backing_name, canonical_head, cluster_size, repoint
 
 # Bytes per stream read: a read hands back at most one RPC message (256 KiB), and asking for
@@ -142,7 +142,7 @@ def send_all(stream: Any, data: bytes) -> None:
 class _ReadAhead:
     """The segments of a download stream, read on a thread of their own into a bounded queue,
     so the next read overlaps the hashing and uploading of the last (the binding lets go of
-    the GIL inside each libvirt call, and hashlib inside each update of a segment)."""
+    the GIL inside each libvirt call, and the hash functions inside each update of a segment)."""
 
     _END = object()
 
@@ -186,7 +186,7 @@ class _ReadAhead:
         self._thread.join(timeout)
 
 
-def hash_hole(digest: Any, length: int) -> None:
+def hash_hole(digest: Hasher, length: int) -> None:
     """Feed a hole to ``digest`` as the zeros it reads as."""
     zeros = memoryview(_ZEROS)
     while length > 0:
@@ -210,13 +210,15 @@ def abort(*streams: Any) -> None:
 
 
 def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = None,
-               cancel: Stop | None = None) -> Read:
-    """Checksum and backing name of a volume, read through a sparse download stream."""
+               cancel: Stop | None = None, algorithm: str = ALGORITHM) -> Read:
+    """Checksum (made with ``algorithm``) and backing name of a volume, read through a sparse
+    download stream."""
     stream = _open_download(conn, vol)
     ahead = _ReadAhead(stream)
     try:
         head, rest = split_head(iter(ahead))
-        digest = hashlib.sha256(canonical_head(head))
+        digest = Hasher(algorithm)
+        digest.update(canonical_head(head))
         data = len(head)
         if on_bytes:
             on_bytes(len(head))
@@ -235,7 +237,7 @@ def read_layer(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
         abort(stream)
         ahead.stop()
         raise
-    return Read(digest.hexdigest(), backing_name(head), data)
+    return Read(digest.text(), backing_name(head), data)
 
 
 def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent: str | None,
@@ -251,7 +253,8 @@ def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent:
     ahead = _ReadAhead(down)
     try:
         head, rest = split_head(iter(ahead))
-        digest = hashlib.sha256(canonical_head(head))
+        digest = Hasher()
+        digest.update(canonical_head(head))
         patched = repoint(head, parent) if head[:4] == QCOW2_MAGIC else head
         send_all(up, patched)
         sent = len(patched)
@@ -273,7 +276,7 @@ def ship_layer(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent:
         abort(down, up)
         ahead.stop()
         raise
-    return Read(digest.hexdigest(), backing_name(head), sent)
+    return Read(digest.text(), backing_name(head), sent)
 
 
 def download_small(conn: Any, vol: Any) -> bytes:

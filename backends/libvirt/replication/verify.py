@@ -3,7 +3,8 @@
 The record lists the primary's layers in order; each replica volume exists, is qcow2 (or raw
 for a raw base), its header names the previous replica layer as backing (the base names
 none), and its checksum, read back from the destination (from the local file when it is
-provably the volume: ``direct``), equals the primary's. A sealed
+provably the volume: ``direct``) with the function the record's checksum names (``checksum``: a
+layer an older hvc shipped is read with SHA-256), equals the primary's. A sealed
 primary layer whose mtime or size moved since it shipped is read again and must still match.
 When the destination pool is a local directory (same machine, as in the lab) ``qemu-img info
 --backing-chain`` confirms the chain too. A mismatch drops that layer and those above it from
@@ -26,6 +27,7 @@ from backends.base import Emit
 from backends.errors import OperationFailed
 from backends.libvirt.migrate import is_local
 from backends.libvirt.ops import open_job_connection
+from backends.libvirt.replication.checksum import ALGORITHM, algorithm_of
 from backends.libvirt.replication.direct import read_local
 from backends.libvirt.replication.plan import drop_unlisted
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
@@ -47,8 +49,8 @@ def verify(src: Any, dst: Any, pool: Any, record: ReplicaRecord, emit: Emit, met
             total += vol_facts(vol).allocation if vol is not None else 0
     tally = Tally(emit, meter, "verifying", total)
     pool_dir = pool_path(pool)
-    names = [layer.volume for layers in record.disks.values() for layer in layers]
-    reads = _read_back(dst_uri, pool.name(), names, tally.add, cancel)
+    stored = {layer.volume: layer.checksum for layers in record.disks.values() for layer in layers}
+    reads = _read_back(dst_uri, pool.name(), stored, tally.add, cancel)
     for disk, layers in record.disks.items():
         for i, layer in enumerate(layers):
             problem = _check_layer(src, pool, layers, i, reads.get(layer.volume), cancel)
@@ -72,14 +74,16 @@ def verify(src: Any, dst: Any, pool: Any, record: ReplicaRecord, emit: Emit, met
     tally.sample()
 
 
-def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callable[[int], None],
+def _read_back(dst_uri: str, pool_name: str, stored: dict[str, str], on_bytes: Callable[[int], None],
                cancel: threading.Event) -> dict[str, Read | BaseException]:
-    """Each replica layer read back through a download stream of its own, up to ``AT_ONCE`` at a
-    time, each reader over its own connection (a daemon serves one stream at a time per thread,
-    so one layer after another leaves the machine half idle). What a read raised is kept for
-    ``_check_layer`` to raise in chain order; a missing volume has no entry."""
+    """Each replica layer (volume name: the checksum the record holds) read back, hashed as that
+    checksum was, through a download stream of its own, up to ``AT_ONCE`` at a time, each reader
+    over its own connection (a daemon serves one stream at a time per thread, so one layer after
+    another leaves the machine half idle). What a read raised is kept for ``_check_layer`` to
+    raise in chain order; a missing volume, or one whose checksum is of an unknown kind, has no
+    entry."""
     out: dict[str, Read | BaseException] = {}
-    queue = list(reversed(names))
+    queue = [name for name, checksum in reversed(stored.items()) if algorithm_of(checksum)]
     lock = threading.Lock()
 
     def reader() -> None:
@@ -95,7 +99,7 @@ def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callabl
                         conn = open_job_connection(dst_uri)
                     vol = lookup(conn.storagePoolLookupByName(pool_name), name)
                     if vol is not None:
-                        out[name] = _read(conn, vol, on_bytes, cancel)
+                        out[name] = _read(conn, vol, on_bytes, cancel, stored[name])
                 except BaseException as exc:  # raised in chain order by _check_layer
                     out[name] = exc
         finally:
@@ -104,7 +108,7 @@ def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callabl
                     conn.close()
 
     threads = [threading.Thread(target=reader, name=f"hvc-verify-{n}", daemon=True)
-               for n in range(min(AT_ONCE, len(names)))]
+               for n in range(min(AT_ONCE, len(queue)))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -112,15 +116,19 @@ def _read_back(dst_uri: str, pool_name: str, names: list[str], on_bytes: Callabl
     return out
 
 
-def _read(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None, cancel: threading.Event) -> Read:
-    """A layer read through: from the local file when it is provably the volume, else a stream."""
-    return read_local(conn, vol, on_bytes, cancel) or read_layer(conn, vol, on_bytes, cancel)
+def _read(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None, cancel: threading.Event, like: str) -> Read:
+    """A layer read through, hashed as the checksum ``like`` was: from the local file when it is
+    provably the volume, else a stream."""
+    algorithm = algorithm_of(like) or ALGORITHM
+    return read_local(conn, vol, on_bytes, cancel, algorithm) or read_layer(conn, vol, on_bytes, cancel, algorithm)
 
 
 def _check_layer(src: Any, pool: Any, layers: list[LayerRecord], i: int, got: Read | BaseException | None,
                  cancel: threading.Event) -> str:
     """What is wrong with replica layer ``i`` (read back as ``got``), or "" when it matches the primary."""
     layer = layers[i]
+    if algorithm_of(layer.checksum) is None:
+        return f"its checksum in the record is of a kind this hvc does not know ({layer.checksum[:16]}…)"
     vol = lookup(pool, layer.volume)
     if vol is None or got is None:
         return f"replica volume {layer.volume} is missing"
@@ -140,7 +148,7 @@ def _check_layer(src: Any, pool: Any, layers: list[LayerRecord], i: int, got: Re
         return "" if not layer.sealed else f"sealed primary layer {layer.primary_path} is gone"
     facts = vol_facts(primary)
     if layer.sealed and (facts.mtime, facts.physical) != (layer.mtime, layer.physical):
-        now = _read(src, primary, None, cancel)
+        now = _read(src, primary, None, cancel, layer.checksum)
         if now.checksum != layer.checksum:
             return "the sealed primary layer changed since it shipped"
     return ""
