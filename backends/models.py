@@ -337,10 +337,10 @@ class Inventory:
     hosts: tuple[Host, ...]
     vms: tuple[Vm, ...]
     devices: tuple[PciDevice, ...]
-    chains: tuple[DiskChain, ...]
+    chains: Sequence[DiskChain]  # the simulator's are made when first read
     replicas: tuple[ReplicaLink, ...] = ()
     taken_at: float = 0.0
-    pools: Sequence[StoragePool] = ()  # the simulator's are made when first read
+    pools: Sequence[StoragePool] = ()  # the simulator's too
     services: tuple[StorageService, ...] = ()  # S8
     # (host, VM name) → CPU time the running VM has used, in ns; absent when not known. A counter
     # that moves on every refresh, kept apart from the VMs so an unchanged VM stays the same object

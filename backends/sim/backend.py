@@ -86,7 +86,7 @@ class SimBackend(Backend):
         self._host_specs = {h.name: h for h in spec.hosts}
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())
-        self._pool_cache: tuple[tuple[DiskChain, ...], _Pools] | None = None
+        self._pool_cache: tuple[Sequence[DiskChain], _Pools] | None = None
         self.device_state: dict[tuple[str, str], DeviceState] = {}  # S7: power state and resets
         self.residency = SimResidency(spec.seed, {h.name: h.overcommit for h in spec.hosts})  # S3
         self._shown: dict[str, tuple[Vm, Vm]] = {}  # VM → (its state, as last shown)
@@ -129,7 +129,7 @@ class SimBackend(Backend):
                     ((host, vm.name), *boot[vm.name], vm.vcpus) for vm in on_host if vm.active])
             for key, booted, util, vcpus in kept[1]:
                 cpu[key] = int((now - booted) * vcpus * util * 1e9)
-        chains = _same(before.chains if before else None, list(self.state.chains.values()))
+        chains = self.state.chains.shown()
         hosts = _same(before.hosts if before else None,
                       [self._host(h, by_host.get(h.name, [])) for h in self.spec.hosts])
         return Inventory(
@@ -147,7 +147,7 @@ class SimBackend(Backend):
             cpu_time_ns=cpu,
         )
 
-    def _pools(self, chains: tuple[DiskChain, ...]) -> _Pools:
+    def _pools(self, chains: Sequence[DiskChain]) -> _Pools:
         """One image pool per host holding its VMs' chains; the same (made once) while ``chains``
         is the tuple they are made from."""
         if self._pool_cache is not None and self._pool_cache[0] is chains:
@@ -160,8 +160,13 @@ class SimBackend(Backend):
         """``vm`` as shown now: its residency (S3) stepped to ``now``; the object shown last time
         when neither the VM nor its residency changed."""
         source, shown = self._shown.get(vm.name, (None, None))
-        if source is vm and shown is not None and vm.host not in self._overcommitted:
-            return shown  # residency only moves on overcommitted hosts
+        if vm.host not in self._overcommitted:  # residency only moves on overcommitted hosts
+            if source is vm and shown is not None:
+                return shown
+            if not vm.devices and vm.residency is None:  # nothing to say beyond its size (SimResidency)
+                self.residency.guests.pop(vm.name, None)
+                self._shown[vm.name] = (vm, vm)
+                return vm
         residency = self.residency.residency(vm, now)
         if source is vm and shown is not None and shown.residency == residency:
             return shown
@@ -225,7 +230,7 @@ class _Pools(Sequence[StoragePool]):
 
     __slots__ = ("_chains", "_hosts", "_made")
 
-    def __init__(self, chains: tuple[DiskChain, ...], hosts: tuple[str, ...]) -> None:
+    def __init__(self, chains: Sequence[DiskChain], hosts: tuple[str, ...]) -> None:
         self._chains, self._hosts = chains, hosts
         self._made: tuple[StoragePool, ...] | None = None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from backends import images
@@ -28,6 +27,7 @@ from backends.models import (
     Vm,
     VNumaCell,
 )
+from backends.sim.chains import Chains, Recipe
 from backends.sim.spec import DeviceSpec, DiskSpec, FleetSpec, HostSpec, VmSpec
 
 GIB = 1024 * 1024
@@ -53,7 +53,7 @@ class BuiltFleet:
     cells: dict[str, tuple[NumaCell, ...]]  # per host, free memory not yet computed
     vms: dict[str, Vm]
     devices: dict[tuple[str, str], PciDevice]
-    chains: dict[tuple[str, str], DiskChain]
+    chains: Chains  # each made when first looked up
     replicas: dict[tuple[str, str], ReplicaState]
     boot: dict[str, tuple[float, float]]  # vm → (boot time, mean CPU utilisation)
     services: dict[str, StorageService] = field(default_factory=dict)  # S8, by name
@@ -70,16 +70,18 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
-    chains: dict[tuple[str, str], DiskChain] = {}
+    recipes: dict[tuple[str, str], Recipe] = {}
     for v in spec.vms:
         layers = sum(1 + d.overlays for d in v.disks)
         drawn = _draws(f"{spec.seed}:{v.name}", _VM_DRAWS.size + _LAYER_DRAW.size * layers)
         uuid, booted, util = _VM_DRAWS.unpack_from(drawn)
         vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], _uuid(uuid))
         boot[v.name] = (now - _between(booted, 3_600, 90 * 86_400), _between(util, 0.05, 0.85))
-        fills = (d for (d,) in _LAYER_DRAW.iter_unpack(drawn[_VM_DRAWS.size:]))
+        at = _VM_DRAWS.size
         for disk in v.disks:
-            chains[(v.name, disk.target)] = make_chain(v, disk, fills)
+            recipes[(v.name, disk.target)] = (make_chain, (v, disk, drawn, at))
+            at += _LAYER_DRAW.size * (1 + disk.overlays)
+    chains = Chains(recipes)
     devices = {}
     for d in spec.devices:
         for dev in make_devices(d):
@@ -244,8 +246,9 @@ def _owner(owner: str, driver: str) -> Owner:
     return Owner(OwnerKind.VM, vm=owner, driver=driver)
 
 
-def make_chain(v: VmSpec, disk: DiskSpec, fills: Iterator[int]) -> DiskChain:
-    """``disk``'s base and overlays, how full each is taken from ``fills`` (64-bit draws)."""
+def make_chain(v: VmSpec, disk: DiskSpec, drawn: bytes, at: int) -> DiskChain:
+    """``disk``'s base and overlays, how full each is from the 64-bit draws in ``drawn`` at ``at``."""
+    fills = (d for (d,) in _LAYER_DRAW.iter_unpack(drawn[at:at + _LAYER_DRAW.size * (1 + disk.overlays)]))
     size = disk.size_kib * 1024
     path = f"/var/lib/libvirt/images/{v.name}/{disk.target}-"
     layers = [DiskLayer(f"{path}base.qcow2", "qcow2", size, int(size * _between(next(fills), 0.25, 0.7)))]

@@ -141,9 +141,9 @@ class SimMigrate(Operation):
             moved = _placed(current, self.dest, self.plan, self.backend)
             moved = replace(moved, device_images=current.device_images + self._images_left(current))
             self.backend.state.vms[self.vm.name] = moved
-            for key, chain in list(self.backend.state.chains.items()):
-                if chain.vm == self.vm.name:
-                    self.backend.state.chains[key] = replace(chain, host=self.dest)
+            chains = self.backend.state.chains
+            for key in [key for key in chains if key[0] == self.vm.name]:
+                chains[key] = replace(chains[key], host=self.dest)
         self.backend.refresh()
 
 
