@@ -161,6 +161,15 @@ def _compare_all(primary: list[Path], replica: list[Path]) -> None:
         assert Path(entry["full-backing-filename"]).resolve().parent == pool_dir("b").resolve()
 
 
+def _defined_chain(lab: LabStatus, conn_a: Any) -> tuple[list[Path], Any]:
+    """The test guest defined on host A over a freshly made chain of LAYERS: (its files, it)."""
+    primary: list[Path] = []
+    for i, (name, size, pattern) in enumerate(LAYERS):
+        primary.append(_make_layer(name, size, pattern, i * 64 * MIB, primary[-1] if primary else None))
+    conn_a.storagePoolLookupByName(POOL).refresh(0)
+    return primary, conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
+
+
 def test_header_repointing_keeps_the_checksum(tmp_path: Path) -> None:
     base, top = tmp_path / "b.qcow2", tmp_path / "t.qcow2"
     assert _run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"]).returncode == 0
@@ -180,11 +189,8 @@ def test_header_repointing_keeps_the_checksum(tmp_path: Path) -> None:
 def test_replicate_a_chain_sync_a_new_layer_verify_and_test_failover(
         lab: LabStatus, conns: tuple[Any, Any]) -> None:
     conn_a, conn_b = conns
-    primary: list[Path] = []
-    for i, (name, size, pattern) in enumerate(LAYERS):
-        primary.append(_make_layer(name, size, pattern, i * 64 * MIB, primary[-1] if primary else None))
-    conn_a.storagePoolLookupByName(POOL).refresh(0)
-    uuid = conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1])).UUIDString()
+    primary, dom = _defined_chain(lab, conn_a)
+    uuid = dom.UUIDString()
     backend = LibvirtBackend(lab.uris, poll_s=3600)
     try:
         inv = backend.refresh()
@@ -301,11 +307,7 @@ def test_the_lab_copies_layers_directly_and_streams_give_the_same_replica(
     directory here: the proof holds, every layer is copied directly and verified locally. With
     the direct path off, streams ship the same bytes to the same checksums."""
     conn_a, conn_b = conns
-    primary: list[Path] = []
-    for i, (name, size, pattern) in enumerate(LAYERS):
-        primary.append(_make_layer(name, size, pattern, i * 64 * MIB, primary[-1] if primary else None))
-    conn_a.storagePoolLookupByName(POOL).refresh(0)
-    conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
+    primary, _ = _defined_chain(lab, conn_a)
     backend = LibvirtBackend(lab.uris, poll_s=3600)
     try:
         host_b = next(h.name for h in backend.refresh().hosts if h.uri == lab.uris[1])
@@ -340,11 +342,7 @@ def test_a_record_an_older_hvc_wrote_verifies_with_sha256_and_layers_shipped_aga
     them with SHA-256 (nothing ships), a layer that no longer matches still fails verification,
     and the layers shipped again get XXH128 checksums; the base keeps its SHA-256 one."""
     conn_a, conn_b = conns
-    primary: list[Path] = []
-    for i, (name, size, pattern) in enumerate(LAYERS):
-        primary.append(_make_layer(name, size, pattern, i * 64 * MIB, primary[-1] if primary else None))
-    conn_a.storagePoolLookupByName(POOL).refresh(0)
-    conn_a.defineXML(_domain_xml(lab.virt_type, primary[-1]))
+    primary, _ = _defined_chain(lab, conn_a)
     backend = LibvirtBackend(lab.uris, poll_s=3600)
     try:
         host_b = next(h.name for h in backend.refresh().hosts if h.uri == lab.uris[1])

@@ -241,18 +241,27 @@ def _visible(*vols: Any) -> bool:
     return all(os.path.isfile(vol.path()) for vol in vols)
 
 
+def _source(conn: Any, vol: Any) -> tuple[bytes, int, int] | None:
+    """(header cluster, descriptor, size) of the local file that is provably ``vol``, or None."""
+    head = download_head(conn, vol)
+    try:
+        fd, size = open_source(vol, head)
+    except NotProven as why:
+        log.debug("%s goes through streams: %s", vol.path(), why)
+        return None
+    return head, fd, size
+
+
 def ship_direct(src_conn: Any, src_vol: Any, dst_conn: Any, dst_vol: Any, parent: str | None,
                 on_bytes: Callable[[int], None], cancel: Stop) -> Read | None:
     """``stream.ship_layer`` done by copying the local files, or None (nothing written past the
     header) when they are not provably the volumes."""
     if not ENABLED or not _visible(src_vol, dst_vol):
         return None
-    head = download_head(src_conn, src_vol)
-    try:
-        src, size = open_source(src_vol, head)
-    except NotProven as why:
-        log.debug("layer ships through streams: %s", why)
+    source = _source(src_conn, src_vol)
+    if source is None:
         return None
+    head, src, size = source
     try:
         patched = repoint(head, parent) if head[:4] == QCOW2_MAGIC else head
         upload_head(dst_conn, dst_vol, patched)
@@ -280,12 +289,10 @@ def read_local(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None = Non
     """``stream.read_layer`` done by reading the local file, or None when it is not provably the volume."""
     if not ENABLED or not _visible(vol):
         return None
-    head = download_head(conn, vol)
-    try:
-        fd, size = open_source(vol, head)
-    except NotProven as why:
-        log.debug("layer is read through a stream: %s", why)
+    source = _source(conn, vol)
+    if source is None:
         return None
+    head, fd, size = source
     try:
         digest = Hasher(algorithm)
         digest.update(canonical_head(head))
