@@ -13,10 +13,11 @@ import operator
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from backends.base import Backend, Capability, Change, Operation, lazy_operation
 from backends.grouping import Grouped, group_by_host
+from backends.later import Later
 from backends.models import (
     DiskChain,
     Host,
@@ -86,7 +87,7 @@ class SimBackend(Backend):
         self._host_specs = {h.name: h for h in spec.hosts}
         self._sites = tuple(Site(s.name, s.role) for s in spec.sites)
         self.state = build(spec, self.clock.now())
-        self._pool_cache: tuple[Sequence[DiskChain], _Pools] | None = None
+        self._pool_cache: tuple[Sequence[DiskChain], Later[StoragePool]] | None = None
         self.device_state: dict[tuple[str, str], DeviceState] = {}  # S7: power state and resets
         self.residency = SimResidency(spec.seed, {h.name: h.overcommit for h in spec.hosts})  # S3
         self._shown: dict[str, tuple[Vm, Vm]] = {}  # VM → (its state, as last shown)
@@ -147,12 +148,13 @@ class SimBackend(Backend):
             cpu_time_ns=cpu,
         )
 
-    def _pools(self, chains: Sequence[DiskChain]) -> _Pools:
-        """One image pool per host holding its VMs' chains; the same (made once) while ``chains``
-        is the tuple they are made from."""
+    def _pools(self, chains: Sequence[DiskChain]) -> Later[StoragePool]:
+        """One image pool per host holding its VMs' chains, made when first read (only the command
+        line's inventory reads them; at 10,000 VMs making them is a tenth of the console's start);
+        the same while ``chains`` is the sequence they are made from."""
         if self._pool_cache is not None and self._pool_cache[0] is chains:
             return self._pool_cache[1]
-        pools = _Pools(chains, tuple(h.name for h in self.spec.hosts))
+        pools = Later(functools.partial(_make_pools, chains, tuple(h.name for h in self.spec.hosts)))
         self._pool_cache = (chains, pools)
         return pools
 
@@ -223,46 +225,17 @@ class SimBackend(Backend):
         return tuple(out)
 
 
-class _Pools(Sequence[StoragePool]):
-    """A host's image pool holds its VMs' chains, each layer backed by the one below. They are made
-    when first read: the console never reads them (the command line's inventory does), and at
-    10,000 VMs making them is a tenth of the console's start."""
-
-    __slots__ = ("_chains", "_hosts", "_made")
-
-    def __init__(self, chains: Sequence[DiskChain], hosts: tuple[str, ...]) -> None:
-        self._chains, self._hosts = chains, hosts
-        self._made: tuple[StoragePool, ...] | None = None
-
-    def _pools(self) -> tuple[StoragePool, ...]:
-        if self._made is None:  # two threads reading at once both make the same pools: harmless
-            volumes: dict[str, list[Volume]] = {}
-            for chain in self._chains:
-                for below, layer in zip((None, *chain.layers), chain.layers, strict=False):
-                    volumes.setdefault(chain.host, []).append(Volume(
-                        layer.path.rsplit("/", 1)[-1], layer.path, layer.format, layer.virtual_bytes,
-                        layer.allocated_bytes, below.path if below else None))
-            self._made = tuple(
-                StoragePool("images", host, "dir", "/var/lib/libvirt/images", None, None,
-                            tuple(sorted(volumes.get(host, []), key=lambda v: v.path)))
-                for host in self._hosts
-            )
-        return self._made
-
-    @overload
-    def __getitem__(self, index: int) -> StoragePool: ...
-    @overload
-    def __getitem__(self, index: slice) -> tuple[StoragePool, ...]: ...
-    def __getitem__(self, index: int | slice) -> StoragePool | tuple[StoragePool, ...]:
-        return self._pools()[index]
-
-    def __len__(self) -> int:
-        return len(self._pools())
-
-    def __eq__(self, other: object) -> bool:
-        return tuple(self._pools()) == tuple(other) if isinstance(other, Sequence) else NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
+def _make_pools(chains: Sequence[DiskChain], hosts: tuple[str, ...]) -> tuple[StoragePool, ...]:
+    """A host's image pool holds its VMs' chains, each layer backed by the one below."""
+    volumes: dict[str, list[Volume]] = {}
+    for chain in chains:
+        for below, layer in zip((None, *chain.layers), chain.layers, strict=False):
+            volumes.setdefault(chain.host, []).append(Volume(
+                layer.path.rsplit("/", 1)[-1], layer.path, layer.format, layer.virtual_bytes,
+                layer.allocated_bytes, below.path if below else None))
+    return tuple(StoragePool("images", host, "dir", "/var/lib/libvirt/images", None, None,
+                             tuple(sorted(volumes.get(host, []), key=lambda v: v.path)))
+                 for host in hosts)
 
 
 @functools.cache

@@ -3,7 +3,7 @@
 A console's first view (the fleet's hosts) shows no chain, and at 10,000 VMs making every
 chain is a fifth of the console's start; so the fleet holds how to make each (``Chains``),
 makes a chain when it is looked up, and hands snapshots a sequence of them all
-(``ChainsShown``) that makes the rest only when it is read: by the VMs view, the inventory
+(``Later``) that makes the rest only when it is read: by the VMs view, the inventory
 export, an operation.
 
 A snapshot must keep showing the chains as they were when it was taken. Chains change only
@@ -14,9 +14,9 @@ is given the chains as they were (``Chains._changing``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from typing import overload
+from collections.abc import Callable, Iterator, MutableMapping
 
+from backends.later import Later
 from backends.models import DiskChain
 
 Key = tuple[str, str]  # (VM, disk target)
@@ -33,7 +33,7 @@ class Chains(MutableMapping[Key, DiskChain]):
         self.lock = threading.RLock()  # a snapshot's sequence is read on other threads than operations change it
         self._entries: dict[Key, DiskChain | Recipe] = dict(recipes)
         self._unmade = len(recipes)
-        self._shown: ChainsShown | None = None  # the sequence handed out since the last change
+        self._shown: Later[DiskChain] | None = None  # the sequence handed out since the last change
 
     def __getitem__(self, key: Key) -> DiskChain:
         with self.lock:
@@ -72,54 +72,17 @@ class Chains(MutableMapping[Key, DiskChain]):
                     self[key]
             return tuple(self._entries.values())  # type: ignore[arg-type]  # all made above
 
-    def shown(self) -> ChainsShown:
+    def shown(self) -> Later[DiskChain]:
         """Every chain as it is now, as a sequence made when first read; the same object until
         the chains change."""
         with self.lock:
             if self._shown is None:
-                self._shown = ChainsShown(self)
+                self._shown = Later(self.all, self.lock)
             return self._shown
 
     def _changing(self) -> None:
         """Before a change: the sequence handed out since the last one (earlier ones were resolved
         then) takes the chains as they are still."""
         if self._shown is not None:
-            self._shown.resolve()
+            self._shown.made()
             self._shown = None
-
-
-class ChainsShown(Sequence[DiskChain]):
-    """The chains of a snapshot: ``Chains.all()`` as it was when the snapshot was taken."""
-
-    __slots__ = ("_chains", "_made")
-
-    def __init__(self, chains: Chains) -> None:
-        self._chains: Chains | None = chains
-        self._made: tuple[DiskChain, ...] | None = None
-
-    def resolve(self) -> tuple[DiskChain, ...]:
-        chains = self._chains
-        if self._made is None and chains is not None:
-            with chains.lock:
-                if self._made is None:
-                    self._made, self._chains = chains.all(), None
-        assert self._made is not None
-        return self._made
-
-    @overload
-    def __getitem__(self, index: int) -> DiskChain: ...
-    @overload
-    def __getitem__(self, index: slice) -> tuple[DiskChain, ...]: ...
-    def __getitem__(self, index: int | slice) -> DiskChain | tuple[DiskChain, ...]:
-        return self.resolve()[index]
-
-    def __iter__(self) -> Iterator[DiskChain]:
-        return iter(self.resolve())
-
-    def __len__(self) -> int:
-        return len(self.resolve())
-
-    def __eq__(self, other: object) -> bool:
-        return self.resolve() == tuple(other) if isinstance(other, Sequence) else NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
