@@ -205,7 +205,7 @@ class Vm:
         return None
 
     def pinned_cpus(self) -> tuple[int, ...]:
-        return tuple(sorted({c for pin in self.pinning for c in pin.cpus}))
+        return tuple(sorted({c for pin in self.pinning for c in pin.cpus})) if self.pinning else ()
 
 
 @dataclass(frozen=True, slots=True)
