@@ -15,12 +15,13 @@ class Size:
     samples: int  # key presses timed while a migration streams (the p99 of 100 was the 2nd slowest: noise)
     handoff_requests: int
     repeats: int  # wall-time runs per command; the median is kept
+    starts: int  # console starts timed (each a process); the median is kept
     lab_rounds: int  # lab rounds of each (migration there and back, replication), when the lab is up; 0: none
 
 
 SIZES = {
-    "full": Size("full", "100x100", 2000, (200, 2000), 10.0, 300, 1_000_000, 3, 3),
-    "smoke": Size("smoke", "4x10", 50, (10, 50), 1.0, 10, 20_000, 1, 0),
+    "full": Size("full", "100x100", 2000, (200, 2000), 10.0, 300, 1_000_000, 3, 5, 3),
+    "smoke": Size("smoke", "4x10", 50, (10, 50), 1.0, 10, 20_000, 1, 1, 0),
 }
 
 

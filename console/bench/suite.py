@@ -36,7 +36,7 @@ def _probe(*args: str) -> dict[str, Any]:
 
 
 def console_rows(size: Size) -> list[Row]:
-    starts = sorted(_probe(size.scale, "start")["start_to_frame_s"] for _ in range(size.repeats))
+    starts = sorted(_probe(size.scale, "start")["start_to_frame_s"] for _ in range(size.starts))
     start = statistics.median(starts)
     got = _probe(size.scale, str(size.idle_s), str(size.samples))
     vms = f"{got['vms']:,} VMs"
