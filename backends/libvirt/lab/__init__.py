@@ -17,6 +17,10 @@ groups it created (``kvm``, ``libvirt-qemu``), the standard dirs it created unde
 ``/var/{lib,log,cache}/libvirt`` and ``/run/libvirt``, the installed packages, and the lock
 file ``/run/lock/hvc-lab-*.lock``.
 
+Both ``libvirtd`` run under a reaper of their own (``reaper.py``): a stopped QEMU's zombie is
+reaped at once, as on a host, and not on this sandbox's PID 1 timer (1–2 s later, which libvirt
+waits for at the end of every migration and every stop).
+
 Host B runs with ``cgroup_controllers = []``: both daemons number their domains from 1 and
 would otherwise fight over the same ``machine/qemu-<id>-<name>`` cgroup directories.
 Everything here needs root. Run ``python -m backends.libvirt.lab up|status|down`` by hand.

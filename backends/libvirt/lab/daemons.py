@@ -15,6 +15,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +24,9 @@ from typing import Any
 
 from backends.errors import HvcError
 from backends.libvirt.lab.common import PREFIX, URI_A, Conn, Progress, run, state_dir, try_open, uri_b
+
+# libvirtd runs under a reaper of its own, so that a stopped QEMU is gone at once (see reaper.py).
+_REAPED = (sys.executable, "-m", "backends.libvirt.lab.reaper")
 
 PACKAGES = (
     "libvirt-daemon",
@@ -213,7 +217,7 @@ def start_a(st: dict[str, Any], progress: Progress) -> Conn:
     for comm in ("virtlogd", "libvirtd"):
         if not _alive(_pidfile(Path(f"/run/{comm}.pid")), comm):
             progress(f"starting host A {comm}")
-            run([comm, "-d"], f"starting host A {comm}", env, log)
+            run([*_REAPED, comm, "-d"] if comm == "libvirtd" else [comm, "-d"], f"starting host A {comm}", env, log)
             st[f"a_{comm}"] = _pidfile(Path(f"/run/{comm}.pid"))
             save(st)
     return _wait_open(URI_A, "host A", lambda: _pidfile(Path("/run/libvirtd.pid")), log)
@@ -250,7 +254,7 @@ def start_b(st: dict[str, Any], progress: Progress) -> Conn:
     mounts = "; ".join(f"mount --bind {base / sub} {dst}" for sub, dst in _B_BINDS)
     progress("starting host B libvirtd (private mount namespace)")
     log = str(base / "log" / "libvirtd.log")
-    run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+    run([*_REAPED, "unshare", "--mount", "--propagation", "private", "sh", "-c",
          f"set -e; {mounts}; exec libvirtd -d -p {pidfile}"], "starting host B libvirtd",
         log=log)
     st["b_libvirtd"] = _pidfile(pidfile)
