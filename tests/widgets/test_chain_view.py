@@ -11,6 +11,7 @@ from textual.app import App, ComposeResult
 from backends.models import DiskChain, DiskLayer, Inventory, LayerState, ReplicaLink
 from backends.sim.backend import SimBackend
 from backends.sim.fleet import demo_fleet_path, load_fleet
+from backends.units import format_bytes
 from widgets.chain_view import ChainRender, ChainView, align, duration, render_chain
 
 GIB = 1024**3
@@ -61,7 +62,9 @@ def test_lagging_replica_shows_each_layer_state_lag_and_violation() -> None:
     assert rows[0].count("vda-base.qcow2") == 2 and "✓ present" in rows[0] and rows[0].startswith("base")
     assert rows[1].count("vda-d1.qcow2") == 1 and "⇢ shipping" in rows[1]
     assert rows[2].count("vda-active.qcow2") == 1 and "✗ missing" in rows[2] and rows[2].startswith("active")
-    assert "40.0G" in rows[0] and "19.9G" in rows[0] and "qcow2" in rows[0]
+    base = chain_of(inv, "web-02").layers[0]
+    assert "40.0G" in rows[0] and "qcow2" in rows[0]
+    assert rows[0].count(format_bytes(base.allocated_bytes)) == 2  # allocated, at the primary and the replica
     assert "red" in style_of(view, "RPO violated")
     assert "red" in style_of(view, "✗ missing")
     assert "yellow" in style_of(view, "⇢ shipping")
