@@ -6,7 +6,6 @@ datacenter; times are offsets from the injected clock's ``now``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field, replace
@@ -192,7 +191,6 @@ def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: st
 _ON_CELL = tuple((cell,) for cell in range(8))  # VMs on one cell share its (immutable) nodeset
 
 
-@functools.lru_cache(maxsize=64)
 def _targets(disks: tuple[DiskSpec, ...]) -> tuple[str, ...]:
     return tuple(d.target for d in disks)
 

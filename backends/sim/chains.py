@@ -32,7 +32,7 @@ class Chains(MutableMapping[Key, DiskChain]):
     def __init__(self, recipes: dict[Key, Recipe]) -> None:
         self.lock = threading.RLock()  # a snapshot's sequence is read on other threads than operations change it
         self._entries: dict[Key, DiskChain | Recipe] = dict(recipes)
-        self._unmade = len(recipes)
+        self._all_made = not recipes  # once all are made they stay made: changes store chains
         self._shown: Later[DiskChain] | None = None  # the sequence handed out since the last change
 
     def __getitem__(self, key: Key) -> DiskChain:
@@ -42,21 +42,17 @@ class Chains(MutableMapping[Key, DiskChain]):
                 return entry
             make, args = entry
             chain = self._entries[key] = make(*args)
-            self._unmade -= 1
             return chain
 
     def __setitem__(self, key: Key, chain: DiskChain) -> None:
         with self.lock:
             self._changing()
-            if key in self._entries and not isinstance(self._entries[key], DiskChain):
-                self._unmade -= 1
             self._entries[key] = chain
 
     def __delitem__(self, key: Key) -> None:
         with self.lock:
             self._changing()
-            if not isinstance(self._entries.pop(key), DiskChain):
-                self._unmade -= 1
+            del self._entries[key]
 
     def __iter__(self) -> Iterator[Key]:
         return iter(self._entries)
@@ -67,9 +63,10 @@ class Chains(MutableMapping[Key, DiskChain]):
     def all(self) -> tuple[DiskChain, ...]:
         """Every chain, in order, made now where it was not yet."""
         with self.lock:
-            if self._unmade:
+            if not self._all_made:
                 for key in self._entries:
                     self[key]
+                self._all_made = True
             return tuple(self._entries.values())  # type: ignore[arg-type]  # all made above
 
     def shown(self) -> Later[DiskChain]:
