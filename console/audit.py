@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ def _who() -> dict[str, str]:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = str(os.getuid())
-    return {"user": user, "from": socket.gethostname()}
+    return {"user": user, "from": os.uname().nodename}
 
 
 def record_job(job: Job, result: JobResult, backend: str) -> None:

@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
-
-
-class _Redacting(logging.Formatter):
-    """No password from a URI reaches the log, not even inside a traceback's message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        from backends.uri import redact
-
-        return redact(super().format(record))
 
 
 def state_dir() -> Path:
@@ -28,6 +18,16 @@ def log_path() -> Path:
 
 def log_exception(exc: BaseException) -> Path:
     """Append ``exc`` with its traceback to the log and return where it went."""
+    import logging  # here: every operation's audit needs the state directory, few need the log
+
+    from backends.uri import redact
+
+    class Redacting(logging.Formatter):
+        """No password from a URI reaches the log, not even inside a traceback's message."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return redact(super().format(record))
+
     path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger("hvc")
@@ -36,7 +36,7 @@ def log_exception(exc: BaseException) -> Path:
         stale.close()
     if not logger.handlers:
         handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(_Redacting("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.error("unexpected error", exc_info=exc)

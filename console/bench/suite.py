@@ -138,3 +138,6 @@ def bench(size: str, as_json: bool) -> None:
 
 def main() -> None:
     bench(prog_name="python -m console.bench")
+
+
+COMMANDS = [bench]

@@ -97,6 +97,33 @@ def test_command_line_paths_do_not_import_textual() -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_the_command_table_names_each_command_where_it_lives() -> None:
+    import importlib
+
+    from console.cli import ELSEWHERE
+
+    found = {c.name: m for m in set(ELSEWHERE.values()) for c in importlib.import_module(m).COMMANDS}
+    assert found == ELSEWHERE
+    listed = run("--help").stdout
+    assert all(f"  {name} " in listed for name in ELSEWHERE)
+
+
+def test_a_command_imports_its_own_module_only() -> None:
+    code = (
+        "import sys\n"
+        "from console.cli import main\n"
+        "try:\n"
+        "    main(['migrate', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('console.') and m.split('.')[1] in\n"
+        "             ('bench', 'cli_devices', 'cli_devices_policy', 'cli_services', 'cli_ops')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['console.cli_ops']"
+
+
 def test_named_hosts_come_from_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('[hosts]\nlocal-test = "test:///default"\n')
