@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+from textual.css.scalar import Scalar
+from textual.widget import Widget
 from textual.widgets import Static
 
 from backends.models import DiskChain, Host, ReplicaLink, Vm
@@ -29,8 +31,26 @@ class VmDetail(Static):
         if shown == self._shown:
             return
         self._shown = shown
-        self.update(render_vm(vm, host, chains, replicas, flags, fits) if vm else Text("no VM selected", style="dim"))
+        self.update(render_vm(vm, host, chains, replicas, flags, fits) if vm else Text("no VM selected", style="dim"),
+                    layout=False)
+        # A layout pass re-arranges and redraws the whole screen (10–25 ms with 10,000 VMs in the
+        # table), so it is asked for only when the detail's height changes. The detail is at least
+        # as tall as the pane it scrolls in, so that is only when one taller than the pane comes or goes.
+        pane, width = self._fill_pane(), self.size.width
+        if not width or max(self.get_content_height(self.size, self.size, width), pane) != self.size.height:
+            self.refresh(layout=True)
 
+    def on_mount(self) -> None:
+        self.screen.screen_layout_refresh_signal.subscribe(self, lambda _screen: self._fill_pane())
+
+    def _fill_pane(self) -> int:
+        """Keep the detail's minimum height at the height its pane shows (a percentage would be of
+        the pane's scrolled height, which is the detail's own); returns it. After a resize, the
+        first layout changes it and a second one follows."""
+        pane = self.parent.scrollable_content_region.height if isinstance(self.parent, Widget) else 0
+        if self.styles.min_height != Scalar.from_number(pane):
+            self.styles.min_height = pane
+        return pane
 
 def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: Sequence[ReplicaLink],
               flags: Sequence[str], fits: Sequence[tuple[str, str | None]] = ()) -> RenderableType:
@@ -65,14 +85,27 @@ def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: 
             line.append(f"  ⇄ {link.replica_host} lag {lag}", style=style)
         parts.append(line)
     if fits:
-        line = Text("fits on  ", style="bold")
-        for name, why in fits:
-            line.append(f"{name} ✓  " if why is None else f"{name} ✗  ", style="green" if why is None else "red")
-        parts.append(line)
+        parts.append(_fits_line(fits))
         parts += [Text(f"  ✗ {name}: {why}", style="dim") for name, why in fits if why is not None][:3]
     for flag in flags:
         parts.append(Text(f"⚠ {flag}", style="yellow"))
     return Group(*parts)
+
+
+FITS_LISTED = 8  # more hosts in the site than this: one line, led by the count
+
+
+def _fits_line(fits: Sequence[tuple[str, str | None]]) -> Text:
+    """Each other host of the site, ✓ or ✗. A large site's would fill the pane (50 hosts: 6 lines),
+    so it is one line, cut at the pane's edge, that starts with how many fit."""
+    line = Text("fits on  ", style="bold")
+    if len(fits) > FITS_LISTED:
+        ok = sum(1 for _, why in fits if why is None)
+        line.append(f"{ok} of {len(fits)} hosts: ")
+        line.no_wrap, line.overflow = True, "ellipsis"
+    for name, why in fits:
+        line.append(f"{name} ✓  " if why is None else f"{name} ✗  ", style="green" if why is None else "red")
+    return line
 
 
 def _placement(vm: Vm, host: Host | None) -> RenderableType:
