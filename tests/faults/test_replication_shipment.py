@@ -22,7 +22,7 @@ import pytest
 import xxhash
 
 from backends.errors import OperationFailed
-from backends.libvirt.replication import direct, ship
+from backends.libvirt.replication import direct, ship, workers
 from backends.libvirt.replication.header import canonical_head
 from backends.libvirt.replication.plan import Step
 from backends.libvirt.replication.record import ReplicaRecord, read_record
@@ -190,7 +190,7 @@ class Hosts:
         for name, size, byte in (("base", 40, b"B"), ("mid", 12, b"M"), ("top", 3, b"T")):
             self.src.vols[name] = Vol(self.src, name, byte * (size * PIECE))
         by_uri = {"src": self.src, "dst": self.dst}
-        monkeypatch.setattr(ship, "open_job_connection", lambda uri: Conn(by_uri[uri]))
+        monkeypatch.setattr(workers, "open_job_connection", lambda uri: Conn(by_uri[uri]))
         self.shipment: ship.Shipment | None = None
         self.refreshes = 0  # on_commit calls (the operation refreshes the inventory on each)
 

@@ -11,6 +11,7 @@ One idea per module:
 - ``plan``: what a sync ships (sealed and active layers), replica volume names.
 - ``ship``: a sync's layers shipped concurrently, committed to the record base first.
 - ``verify``: the layer-by-layer check after each sync.
+- ``workers``: up to ``AT_ONCE`` threads over job connections of their own (``ship``, ``verify``).
 - ``tally``: progress of a phase.
 - ``operation``: the replicate job; ``failover``: the failover job (test, or planned via
   ``planned``: stop, final sync, start on the replica chain, reverse replication).

@@ -3,7 +3,7 @@
 Each layer is copied on its own (``direct`` when the files are provably here, else a pair of
 streams, ``stream``), re-pointed at its parent's replica volume by *name*,
 and every name is chosen before anything ships, so the layers of a chain do not wait for
-one another: up to ``AT_ONCE`` ship concurrently, each over connections of its own. One at
+one another: up to ``workers.AT_ONCE`` ship concurrently, each over connections of its own. One at
 a time leaves most of the machine idle: a daemon moves a stream's data in one thread, and
 the pieces wait for each other along download, hashing and upload.
 
@@ -15,26 +15,20 @@ deleted, and the next sync resumes at the first layer the record lacks.
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import libvirt
-
 from backends.errors import OperationFailed
-from backends.libvirt.ops import open_job_connection
 from backends.libvirt.replication.direct import ship_direct
 from backends.libvirt.replication.plan import Step, drop_unlisted, volume_name
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
 from backends.libvirt.replication.stream import Cancelled, Read, ship_layer
 from backends.libvirt.replication.tally import Tally
 from backends.libvirt.replication.volumes import delete, new_volume, vol_facts
-
-AT_ONCE = 3  # layers shipped concurrently (each holds two streams and a read-ahead of ~8 MiB)
+from backends.libvirt.replication.workers import Connect, at_once
 
 
 class _Halt:
@@ -78,26 +72,18 @@ class Shipment:
         """Ship and commit ``plan``. False when cancelled (committed layers stay); raises the first
         failure, once the layers below it (and on other disks) have finished and been committed."""
         self._name(plan, cancel)
-        todo: queue.SimpleQueue[_Layer] = queue.SimpleQueue()
-        for layer in self.layers:
-            todo.put(layer)
-        done: queue.SimpleQueue[_Layer] = queue.SimpleQueue()
-        workers = [threading.Thread(target=self._worker, args=(todo, done), name=f"hvc-ship-{i}", daemon=True)
-                   for i in range(min(AT_ONCE, len(self.layers)))]
-        for worker in workers:
-            worker.start()
+        shipped = at_once(self.layers, self._ship, (self.src_uri, self.dst_uri), "hvc-ship")
         try:
-            for _ in self.layers:
-                layer = done.get()
-                if isinstance(layer.outcome, BaseException):
+            for layer, outcome in shipped:
+                layer.outcome = outcome
+                if isinstance(outcome, BaseException):
                     for above in self._above(layer):
                         above.halt.below_failed.set()
                 self._commit_ready()
         finally:
-            for layer in self.layers:  # when the coordinator itself failed: stop them all
+            for layer in self.layers:  # when this thread itself failed: stop them all
                 layer.halt.below_failed.set()
-            for worker in workers:
-                worker.join()
+            shipped.close()  # waits for the layers still shipping
             for layer in self.layers:
                 if not layer.committed:
                     delete(self.pool, layer.name)
@@ -129,29 +115,10 @@ class Shipment:
                 delete(self.pool, layer.name)
             raise
 
-    def _worker(self, todo: queue.SimpleQueue[_Layer], done: queue.SimpleQueue[_Layer]) -> None:
-        conns: list[Any] = []
-        try:
-            while True:
-                try:
-                    layer = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    if layer.halt.is_set():
-                        raise Cancelled
-                    if not conns:
-                        conns = [open_job_connection(self.src_uri), open_job_connection(self.dst_uri)]
-                    layer.outcome = self._ship(layer, conns[0], conns[1])
-                except BaseException as exc:  # handed to the coordinator, raised there
-                    layer.outcome = exc
-                done.put(layer)
-        finally:
-            for conn in conns:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
-
-    def _ship(self, layer: _Layer, src: Any, dst: Any) -> Read:
+    def _ship(self, layer: _Layer, connect: Connect) -> Read:
+        if layer.halt.is_set():
+            raise Cancelled
+        src, dst = connect()
         step = layer.step
         vol = src.storageVolLookupByPath(step.facts.path)
         dst_vol = dst.storagePoolLookupByName(self.pool.name()).storageVolLookupByName(layer.name)

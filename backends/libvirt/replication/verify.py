@@ -13,7 +13,6 @@ the record (the next sync re-ships them) and fails the job.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -26,15 +25,14 @@ import libvirt
 from backends.base import Emit
 from backends.errors import OperationFailed
 from backends.libvirt.migrate import is_local
-from backends.libvirt.ops import open_job_connection
 from backends.libvirt.replication.checksum import ALGORITHM, algorithm_of
 from backends.libvirt.replication.direct import read_local
 from backends.libvirt.replication.plan import drop_unlisted
 from backends.libvirt.replication.record import LayerRecord, ReplicaRecord, write_record
-from backends.libvirt.replication.ship import AT_ONCE
 from backends.libvirt.replication.stream import Read, read_layer
 from backends.libvirt.replication.tally import Tally
 from backends.libvirt.replication.volumes import lookup, pool_path, vol_facts
+from backends.libvirt.replication.workers import Connect, at_once
 from backends.progress import Meter
 
 
@@ -75,45 +73,19 @@ def verify(src: Any, dst: Any, pool: Any, record: ReplicaRecord, emit: Emit, met
 
 
 def _read_back(dst_uri: str, pool_name: str, stored: dict[str, str], on_bytes: Callable[[int], None],
-               cancel: threading.Event) -> dict[str, Read | BaseException]:
+               cancel: threading.Event) -> dict[str, Read | BaseException | None]:
     """Each replica layer (volume name: the checksum the record holds) read back, hashed as that
-    checksum was, through a download stream of its own, up to ``AT_ONCE`` at a time, each reader
-    over its own connection (a daemon serves one stream at a time per thread, so one layer after
-    another leaves the machine half idle). What a read raised is kept for ``_check_layer`` to
-    raise in chain order; a missing volume, or one whose checksum is of an unknown kind, has no
-    entry."""
-    out: dict[str, Read | BaseException] = {}
-    queue = [name for name, checksum in reversed(stored.items()) if algorithm_of(checksum)]
-    lock = threading.Lock()
+    checksum was, through a download stream of its own, up to ``workers.AT_ONCE`` at a time. What a
+    read raised is kept for ``_check_layer`` to raise in chain order; a missing volume is None,
+    and one whose checksum is of an unknown kind has no entry."""
 
-    def reader() -> None:
-        conn = None
-        try:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    name = queue.pop()
-                try:
-                    if conn is None:
-                        conn = open_job_connection(dst_uri)
-                    vol = lookup(conn.storagePoolLookupByName(pool_name), name)
-                    if vol is not None:
-                        out[name] = _read(conn, vol, on_bytes, cancel, stored[name])
-                except BaseException as exc:  # raised in chain order by _check_layer
-                    out[name] = exc
-        finally:
-            if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
+    def read_back(name: str, connect: Connect) -> Read | None:
+        (conn,) = connect()
+        vol = lookup(conn.storagePoolLookupByName(pool_name), name)
+        return None if vol is None else _read(conn, vol, on_bytes, cancel, stored[name])
 
-    threads = [threading.Thread(target=reader, name=f"hvc-verify-{n}", daemon=True)
-               for n in range(min(AT_ONCE, len(queue)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return out
+    names = [name for name, checksum in stored.items() if algorithm_of(checksum)]
+    return dict(at_once(names, read_back, (dst_uri,), "hvc-verify"))
 
 
 def _read(conn: Any, vol: Any, on_bytes: Callable[[int], None] | None, cancel: threading.Event, like: str) -> Read:
