@@ -14,10 +14,10 @@ from posixpath import basename
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
-from textual.widgets import Static
 
 from backends.models import DiskChain, DiskLayer, LayerState, ReplicaLink
 from backends.units import format_bytes
+from widgets.steady import SteadyStatic
 
 STATE_MARK: dict[LayerState, tuple[str, str]] = {
     LayerState.PRESENT: ("✓ present", "green"),
@@ -135,8 +135,9 @@ def render_chain(chain: DiskChain, link: ReplicaLink | None) -> RenderableType:
     return ChainRender(chain, link)
 
 
-class ChainView(Static):
-    """Shows one disk chain and its replica; call ``show`` again whenever either changes."""
+class ChainView(SteadyStatic):
+    """Shows one disk chain and its replica; call ``show`` again whenever either changes (a lag
+    that ticks redraws it alone: the height stays)."""
 
     DEFAULT_CSS = """
     ChainView {
@@ -152,4 +153,4 @@ class ChainView(Static):
 
     def show(self, chain: DiskChain, link: ReplicaLink | None) -> None:
         self.chain, self.link = chain, link
-        self.update(render_chain(chain, link))
+        self.set_content(render_chain(chain, link))

@@ -15,6 +15,7 @@ from textual.widgets import DataTable
 from textual.widgets._data_table import Row, RowKey
 
 Cell = str | Text
+Redrawn = dict[RowKey, tuple[int, set[str] | None]]  # row → its index, the columns to draw again (None: all)
 
 
 class KeyedTable(DataTable[Cell]):
@@ -60,10 +61,12 @@ class KeyedTable(DataTable[Cell]):
         self._all = [(key, tuple(cells)) for key, cells in rows]
         self._at = {key: i for i, (key, _) in enumerate(self._all)}
         new = {key: cells for key, cells in self._all if self._matches(cells)}
-        if list(new) != list(self._rows):
-            self._rebuild(new)
-            return
-        redrawn: dict[RowKey, int] = {}
+        if list(new) != self._keys:
+            if new.keys() != self._rows.keys():
+                self._rebuild(new)
+                return
+            self._reorder(list(new))
+        redrawn: Redrawn = {}
         for index, (key, cells) in enumerate(new.items()):
             old = self._rows[key]
             if old is not cells:
@@ -80,7 +83,7 @@ class KeyedTable(DataTable[Cell]):
             return False
         if self._filter and any(self._matches(cells) != (key in self._rows) for key, cells in rows):
             return False
-        redrawn: dict[RowKey, int] = {}
+        redrawn: Redrawn = {}
         for key, cells in rows:
             cells = tuple(cells)
             self._all[self._at[key]] = (key, cells)
@@ -96,30 +99,38 @@ class KeyedTable(DataTable[Cell]):
         return not wanted or any(wanted in (c.plain if isinstance(c, Text) else c).lower() for c in cells)
 
     def _change(self, index: int, key: str, old: tuple[Cell, ...], cells: tuple[Cell, ...],
-                redrawn: dict[RowKey, int]) -> None:
+                redrawn: Redrawn) -> None:
         """Put ``cells`` in row ``key`` (at ``index``) in place of ``old``; ``redrawn`` collects the
-        rows whose drawing ``_forget`` must drop."""
+        cells whose drawing ``_forget`` must drop."""
         row_key = RowKey(key)
         for column, (before, after) in zip(self._columns, zip(old, cells, strict=True), strict=True):
             if before == after:
                 continue
             self._data[row_key][self.columns[column].key] = after  # type: ignore[index]
-            redrawn[row_key] = index
+            changed = redrawn.setdefault(row_key, (index, set()))[1]
+            if changed is not None:
+                changed.add(column)
             if self._width_changes(column, before, after):
                 self._require_update_dimensions = True
                 self._update_count += 1  # widths change: every line is drawn again anyway
                 self.check_idle()
 
-    def _forget(self, rows: dict[RowKey, int]) -> None:
-        """Drop DataTable's cached drawing of these rows only, and redraw those on screen.
-        ``update_cell`` drops every row's (its caches are keyed by an update count): at each
-        refresh that changed a few rows, every row on screen was drawn again."""
+    def _forget(self, rows: Redrawn) -> None:
+        """Drop DataTable's cached drawing of these rows' cells only, and redraw those rows on
+        screen. ``update_cell`` drops every row's (its caches are keyed by an update count): at each
+        refresh that changed a few rows, every row on screen was drawn again; and when one cell of a
+        row changes (a lag ticking), the row's other cells are drawn from the cache."""
         if not rows:
             return
-        indexes = set(rows.values())
+        indexes = {index for index, _ in rows.values()}
         lines = {i + (self.header_height if self.show_header else 0) for i in indexes}
+
+        def cell_hit(key: tuple[object, ...]) -> bool:
+            row = rows.get(key[0])  # type: ignore[call-overload]
+            return row is not None and (row[1] is None or key[1] in row[1])
+
         for cache, hit in ((self._row_render_cache, lambda k: k[0] in rows),
-                           (self._cell_render_cache, lambda k: k[0] in rows),
+                           (self._cell_render_cache, cell_hit),
                            (self._row_renderable_cache, lambda k: k[1] in indexes),
                            (self._line_cache, lambda k: k[0] in lines)):
             for stale in [k for k in cache.keys() if hit(k)]:  # noqa: SIM118 (an LRUCache: no __iter__)
@@ -141,6 +152,24 @@ class KeyedTable(DataTable[Cell]):
         widths[now] += 1
         shown = self.columns[column].content_width  # type: ignore[index]
         return now > shown or (now < old and old >= shown and old not in widths)
+
+    def _reorder(self, keys: list[str]) -> None:
+        """The same rows in another order (a replica crossing its RPO sorts to the top): each row that
+        moved takes its new index, and only those lines are drawn again; the cursor's row keeps its
+        place on screen. A rebuild cleared the table, added every row and redrew every line."""
+        current, before = self.current_key, self.cursor_row
+        moved: Redrawn = {}  # every cell of a moved row: a drawn cell holds its row's index
+        for index, (key, was) in enumerate(zip(keys, self._keys, strict=True)):
+            if key != was:
+                moved[RowKey(key)] = (index, None)
+                self._row_locations[RowKey(key)] = index  # a permutation: every index gets its new key
+        self._keys = keys
+        self._ordered = None
+        self._forget(moved)
+        if current is not None and (at := moved.get(RowKey(current))) is not None:
+            row = at[0]
+            self.move_cursor(row=row, scroll=False)
+            self.scroll_to(y=self.scroll_y + row - before, animate=False)
 
     def _rebuild(self, new: dict[str, tuple[Cell, ...]]) -> None:
         current = self.current_key

@@ -9,14 +9,17 @@ from rich.table import Table
 from rich.text import Text
 from textual.css.scalar import Scalar
 from textual.widget import Widget
-from textual.widgets import Static
 
 from backends.models import DiskChain, Host, ReplicaLink, Vm
 from backends.units import format_bytes, format_cpuset, format_kib
+from widgets.steady import SteadyStatic
 from widgets.text import vm_state
 
 
-class VmDetail(Static):
+class VmDetail(SteadyStatic):
+    """At least as tall as the pane it scrolls in, so that its height, and with it the screen's
+    layout, changes only when a detail taller than the pane comes or goes."""
+
     DEFAULT_CSS = """
     VmDetail { padding: 0 1; }
     """
@@ -31,26 +34,24 @@ class VmDetail(Static):
         if shown == self._shown:
             return
         self._shown = shown
-        self.update(render_vm(vm, host, chains, replicas, flags, fits) if vm else Text("no VM selected", style="dim"),
-                    layout=False)
-        # A layout pass re-arranges and redraws the whole screen (10–25 ms with 10,000 VMs in the
-        # table), so it is asked for only when the detail's height changes. The detail is at least
-        # as tall as the pane it scrolls in, so that is only when one taller than the pane comes or goes.
-        pane, width = self._fill_pane(), self.size.width
-        if not width or max(self.get_content_height(self.size, self.size, width), pane) != self.size.height:
-            self.refresh(layout=True)
+        self.set_content(render_vm(vm, host, chains, replicas, flags, fits) if vm
+                         else Text("no VM selected", style="dim"))
+
+    def height_for(self, width: int) -> int:
+        return max(super().height_for(width), self._fill_pane())
 
     def on_mount(self) -> None:
         self.screen.screen_layout_refresh_signal.subscribe(self, lambda _screen: self._fill_pane())
 
     def _fill_pane(self) -> int:
-        """Keep the detail's minimum height at the height its pane shows (a percentage would be of
-        the pane's scrolled height, which is the detail's own); returns it. After a resize, the
-        first layout changes it and a second one follows."""
+        """Keep the minimum height at the height the pane shows (a percentage would be of the pane's
+        scrolled height, which is the detail's own); returns it. After a resize, the first layout
+        changes it and a second one follows."""
         pane = self.parent.scrollable_content_region.height if isinstance(self.parent, Widget) else 0
         if self.styles.min_height != Scalar.from_number(pane):
             self.styles.min_height = pane
         return pane
+
 
 def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: Sequence[ReplicaLink],
               flags: Sequence[str], fits: Sequence[tuple[str, str | None]] = ()) -> RenderableType:

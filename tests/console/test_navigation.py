@@ -69,7 +69,7 @@ async def test_sort_detail_and_vnuma_placement() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2", "o", "o", "o", "o")  # name → host → state → vcpus → memory
         table = app.screen.query_one(VmTable)
-        order = [_place(table.vm(str(k.value))) for k in table.rows]
+        order = [_place(table.vm(str(row.key.value))) for row in table.ordered_rows]  # as shown
         assert order[:2] == ["ml-train-01@fra-gpu01", "erp-db-01@fra-hv04"]  # the biggest VMs first
         assert _place(table.vm(table.current_key)) == "analytics-01@fra-hv02"  # the cursor stays on the VM it was on
         await pilot.press("g")

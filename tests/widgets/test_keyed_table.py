@@ -1,0 +1,63 @@
+"""KeyedTable: the same rows in a new order move in place (no rebuild), the cursor keeps its row
+and its place on screen, and a changed cell is the only one of its row drawn again."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+from textual.widgets._data_table import RowKey
+
+from widgets.keyed_table import KeyedTable
+
+COLUMNS = ("name", "lag", "state")
+
+
+class _Host(App[None]):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(COLUMNS)
+
+
+def _rows(names: list[str], lag: str = "1s") -> list[tuple[str, tuple[str, ...]]]:
+    return [(name, (name, lag, "ok")) for name in names]
+
+
+def _shown(table: KeyedTable) -> list[str]:
+    """The name cell of each line on screen, top to bottom (header left out)."""
+    return [table.render_line(y).text.split()[0] for y in range(1, table.size.height)]
+
+
+async def test_a_new_order_moves_rows_in_place_and_the_cursor_keeps_its_row_on_screen() -> None:
+    names = [f"vm{i:02}" for i in range(40)]
+    app = _Host()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(KeyedTable)
+        table.set_rows(_rows(names))
+        await pilot.pause()
+        table.move_cursor(row=5)
+        await pilot.pause()
+        before = _shown(table).index("vm05")
+        rebuilt: list[object] = []
+        table._rebuild = lambda new: rebuilt.append(new)  # type: ignore[method-assign]
+        reordered = [names[-1], *names[:-1]]  # the last one sorts to the top
+        table.set_rows(_rows(reordered))
+        await pilot.pause()
+        assert rebuilt == []
+        assert [str(r.key.value) for r in table.ordered_rows] == reordered
+        assert table.current_key == "vm05" and table.cursor_row == 6
+        assert _shown(table).index("vm05") == before  # the cursor's row did not move on screen
+        assert _shown(table)[before - 1] == "vm04"
+
+
+async def test_a_changed_cell_is_drawn_again_and_its_neighbours_come_from_the_cache() -> None:
+    names = [f"vm{i:02}" for i in range(10)]
+    app = _Host()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(KeyedTable)
+        table.set_rows(_rows(names))
+        await pilot.pause()
+        cached = {(k[0], k[1]) for k in table._cell_render_cache.keys()}  # noqa: SIM118 (an LRUCache)
+        assert (RowKey("vm03"), "name") in cached and (RowKey("vm03"), "lag") in cached
+        table.set_rows([(n, (n, "2s" if n == "vm03" else "1s", "ok")) for n in names])
+        cached = {(k[0], k[1]) for k in table._cell_render_cache.keys()}  # noqa: SIM118
+        assert (RowKey("vm03"), "name") in cached and (RowKey("vm03"), "lag") not in cached
+        await pilot.pause()
+        assert "2s" in table.render_line(4).text  # vm03's line (under the header) shows the new lag
