@@ -11,7 +11,7 @@ from backends.models import Inventory, LayerState, ReplicaLink
 from backends.requests import FailoverRequest, ReplicateRequest
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
-from widgets.chain_view import ChainView
+from widgets.chain_view import ChainView, duration
 from widgets.keyed_table import Cell, KeyedTable
 
 
@@ -41,7 +41,7 @@ class ReplicationScreen(InventoryScreen):
         made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}
         for r in sorted(inv.replicas, key=lambda r: (not r.rpo_violated, r.vm, r.disk)):
             key = f"{r.vm}/{r.disk}"
-            lag = "?" if r.lag_s is None else _duration(r.lag_s)
+            lag = "?" if r.lag_s is None else duration(r.lag_s)
             facts = (r.primary_host, r.replica_host, r.layer_states, lag, r.rpo_s, r.rpo_violated)
             kept = self._made.get(key)
             if kept is None or kept[0] != facts:  # a lag shown in minutes or hours often reads the same
@@ -89,13 +89,5 @@ def _cells(r: ReplicaLink, lag: str) -> tuple[Cell, ...]:
     state = (Text("RPO violated", style="bold red") if r.rpo_violated
              else Text("shipping", style="yellow") if shipping else Text("in sync", style="green"))
     return (r.vm, r.disk, r.primary_host, r.replica_host, f"{present}/{len(r.layer_states)}",
-            Text(lag, style="red" if r.rpo_violated else ""), _duration(r.rpo_s), state)
+            Text(lag, style="red" if r.rpo_violated else ""), duration(r.rpo_s), state)
 
-
-def _duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
