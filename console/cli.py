@@ -84,7 +84,7 @@ def snapshot_from(ctx: click.Context, opts: dict[str, Any]) -> Any:
 
 # Where each command not defined in this file lives. A command imports its own module only:
 # `hvc migrate` does not pay for the bench's or the devices' imports (~15 ms of its start).
-# tests/unit/test_cli_commands.py keeps this table in step with the modules' COMMANDS.
+# tests/unit/test_cli.py keeps this table in step with the modules' COMMANDS.
 ELSEWHERE: dict[str, str] = {
     **dict.fromkeys(("migrate", "handoff", "rebalance", "replicate", "failover", "replication", "plan-vnuma",
                      "audit", "start", "shutdown", "reboot", "force-off", "pause", "resume"), "console.cli_ops"),
