@@ -40,7 +40,7 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll(id="dialog", classes="help"):
             yield Static("Keys", id="dialog-title")
             yield Static(table)
-            yield Static("remap keys in ~/.config/hvc/config.toml under [keys]", classes="hint")
+            yield Static("remap keys in ~/.config/hvc/config.toml under [keys]", markup=False, classes="hint")
 
 
 class ConfirmScreen(ModalScreen[bool]):

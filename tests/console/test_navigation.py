@@ -82,6 +82,8 @@ async def test_question_mark_lists_the_keys_of_the_view() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("2", "question_mark")
         assert isinstance(app.screen, HelpScreen) and app.screen.scope == "vms"
+        hint = app.screen.query_one(".hint", Static)
+        assert str(hint.render()).endswith("under [keys]")  # the section's name, not markup
         await pilot.press("escape")
         assert isinstance(app.screen, VmsScreen)
 
