@@ -12,7 +12,7 @@ from textual import events
 from textual.binding import Binding
 from textual.geometry import Region, Size
 from textual.widgets import DataTable
-from textual.widgets._data_table import Row, RowKey
+from textual.widgets._data_table import Row, RowKey, RowRenderables
 
 Cell = str | Text
 Redrawn = dict[RowKey, tuple[int, set[str] | None]]  # row → its index, the columns to draw again (None: all)
@@ -261,6 +261,15 @@ class KeyedTable(DataTable[Cell]):
     def _update_column_widths(self, updated_cells: object) -> None:
         self._require_update_dimensions = True
 
+    def _compute_row_renderables(self, row_index: int) -> RowRenderables:
+        """A row's cells as drawn, a ``str`` shown as it is: DataTable reads one as markup, so a
+        name with brackets lost them ('web[prod]' showed 'web') or broke the drawing ('db[/]')."""
+        row_key = self._row_locations.get_key(row_index) if row_index >= 0 else None
+        if row_key is None:
+            return super()._compute_row_renderables(row_index)  # the header
+        data = self._data.get(row_key, {})
+        return RowRenderables(None, [_literal(data.get(column.key)) for column in self.ordered_columns])
+
     @property
     def current_key(self) -> str | None:
         if not self._keys or not 0 <= self.cursor_row < len(self._keys):
@@ -284,6 +293,12 @@ class _Offsets:
 
     def clear(self) -> None:
         """DataTable.clear empties the list; there is nothing kept to empty."""
+
+
+def _literal(cell: Cell | None) -> Text:
+    if isinstance(cell, Text):
+        return cell
+    return Text(cell or "", no_wrap=True, end="")  # what DataTable makes of a str without markup
 
 
 def _width(cell: Cell) -> int:

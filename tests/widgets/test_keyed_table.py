@@ -61,3 +61,12 @@ async def test_a_changed_cell_is_drawn_again_and_its_neighbours_come_from_the_ca
         assert (RowKey("vm03"), "name") in cached and (RowKey("vm03"), "lag") not in cached
         await pilot.pause()
         assert "2s" in table.render_line(4).text  # vm03's line (under the header) shows the new lag
+
+
+async def test_a_text_cell_is_shown_as_it_is_not_read_as_markup() -> None:
+    app = _Host()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(KeyedTable)
+        table.set_rows([("a", ("web[prod]", "1", "ok")), ("b", ("db[/]", "2", "ok")), ("c", ("[bold]x", "3", "ok"))])
+        await pilot.pause()
+        assert _shown(table)[:3] == ["web[prod]", "db[/]", "[bold]x"]
