@@ -100,7 +100,7 @@ class HvcApp(App[None]):
             self.set_keymap(self.keymap)
         if self.unknown_keys:
             self.notify(f"[keys] in the config names unknown actions: {', '.join(self.unknown_keys)}; "
-                        "they are ignored", severity="warning", timeout=8)
+                        "they are ignored", severity="warning", timeout=8, markup=False)
         self._unwatch = self.backend.watch(self._on_change)
         # The snapshot the view shows was just taken: refresh after its first frame, not against it
         # (at 10,000 VMs a refresh holds the GIL for ~0.3 s).
@@ -332,4 +332,4 @@ class HvcApp(App[None]):
         if isinstance(self.screen, InventoryScreen):
             self.screen.set_status(text, error)
         if error:
-            self.notify(text, severity="error", timeout=6)
+            self.notify(text, severity="error", timeout=6, markup=False)  # names and errors as they are

@@ -29,7 +29,7 @@ def describe(exc: BaseException, where: str) -> str:
 def report(app: App[object], exc: BaseException, where: str) -> None:
     """Show an error panel for ``exc`` (an error notification that stays until dismissed for a while)."""
     text = describe(exc, where)
-    app.notify(text, title="internal error", severity="error", timeout=30)
+    app.notify(text, title="internal error", severity="error", timeout=30, markup=False)
     set_status = getattr(app.screen, "set_status", None)
     if callable(set_status):
         with contextlib.suppress(Exception):  # the screen may be half-built; the notification is enough

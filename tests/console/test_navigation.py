@@ -161,3 +161,14 @@ async def _jobs_done(app: HvcApp, pilot) -> None:  # type: ignore[no-untyped-def
 
 def _place(vm: Vm | None) -> str:
     return f"{vm.name}@{vm.host}" if vm else "-"
+
+
+async def test_the_status_line_and_notices_show_names_and_errors_as_they_are() -> None:
+    app = demo_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        app._status("db[/] is gone from fra-hv01 [Errno 2]", error=True)  # not markup: no MarkupError
+        await pilot.pause()
+        status = app.screen.query_one("#status", Static)
+        assert str(status.render()) == "db[/] is gone from fra-hv01 [Errno 2]"
+        assert [n.message for n in app._notifications] == ["db[/] is gone from fra-hv01 [Errno 2]"]
