@@ -3,7 +3,11 @@ and its place on screen, and a changed cell is the only one of its row drawn aga
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 from textual.widgets._data_table import RowKey
 
 from widgets.keyed_table import KeyedTable
@@ -20,6 +24,17 @@ def _rows(names: list[str], lag: str = "1s") -> list[tuple[str, tuple[str, ...]]
     return [(name, (name, lag, "ok")) for name in names]
 
 
+@asynccontextmanager
+async def _table(rows: list[tuple[str, tuple[str, ...]]]) -> AsyncIterator[tuple[Pilot[None], KeyedTable]]:
+    """A table of ``rows`` on screen (60×12: ten rows show)."""
+    app = _Host()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(KeyedTable)
+        table.set_rows(rows)
+        await pilot.pause()
+        yield pilot, table
+
+
 def _shown(table: KeyedTable) -> list[str]:
     """The name cell of each line on screen, top to bottom (header left out)."""
     return [table.render_line(y).text.split()[0] for y in range(1, table.size.height)]
@@ -27,11 +42,7 @@ def _shown(table: KeyedTable) -> list[str]:
 
 async def test_a_new_order_moves_rows_in_place_and_the_cursor_keeps_its_row_on_screen() -> None:
     names = [f"vm{i:02}" for i in range(40)]
-    app = _Host()
-    async with app.run_test(size=(60, 12)) as pilot:
-        table = app.query_one(KeyedTable)
-        table.set_rows(_rows(names))
-        await pilot.pause()
+    async with _table(_rows(names)) as (pilot, table):
         table.move_cursor(row=5)
         await pilot.pause()
         before = _shown(table).index("vm05")
@@ -49,11 +60,7 @@ async def test_a_new_order_moves_rows_in_place_and_the_cursor_keeps_its_row_on_s
 
 async def test_a_changed_cell_is_drawn_again_and_its_neighbours_come_from_the_cache() -> None:
     names = [f"vm{i:02}" for i in range(10)]
-    app = _Host()
-    async with app.run_test(size=(60, 12)) as pilot:
-        table = app.query_one(KeyedTable)
-        table.set_rows(_rows(names))
-        await pilot.pause()
+    async with _table(_rows(names)) as (pilot, table):
         cached = {(k[0], k[1]) for k in table._cell_render_cache.keys()}  # noqa: SIM118 (an LRUCache)
         assert (RowKey("vm03"), "name") in cached and (RowKey("vm03"), "lag") in cached
         table.set_rows([(n, (n, "2s" if n == "vm03" else "1s", "ok")) for n in names])
@@ -64,9 +71,6 @@ async def test_a_changed_cell_is_drawn_again_and_its_neighbours_come_from_the_ca
 
 
 async def test_a_text_cell_is_shown_as_it_is_not_read_as_markup() -> None:
-    app = _Host()
-    async with app.run_test(size=(60, 12)) as pilot:
-        table = app.query_one(KeyedTable)
-        table.set_rows([("a", ("web[prod]", "1", "ok")), ("b", ("db[/]", "2", "ok")), ("c", ("[bold]x", "3", "ok"))])
-        await pilot.pause()
-        assert _shown(table)[:3] == ["web[prod]", "db[/]", "[bold]x"]
+    names = ["web[prod]", "db[/]", "[bold]x"]
+    async with _table(_rows(names)) as (_pilot, table):
+        assert _shown(table)[:3] == names
