@@ -18,26 +18,13 @@ from rich.text import Text
 from backends.models import DiskChain, DiskLayer, LayerState, ReplicaLink
 from backends.units import format_bytes
 from widgets.steady import SteadyStatic
+from widgets.text import duration
 
 STATE_MARK: dict[LayerState, tuple[str, str]] = {
     LayerState.PRESENT: ("✓ present", "green"),
     LayerState.SHIPPING: ("⇢ shipping", "yellow"),
     LayerState.MISSING: ("✗ missing", "red"),
 }
-
-
-def duration(seconds: float | None) -> str:
-    """Seconds → '45s', '15m 40s', '2h 05m', '3d 4h'; None → 'unknown'."""
-    if seconds is None:
-        return "unknown"
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s" if s % 60 else f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def sync_header(link: ReplicaLink | None) -> Text:

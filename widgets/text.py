@@ -1,4 +1,4 @@
-"""Small rich-text helpers shared by widgets (bars, sizes, states)."""
+"""Small rich-text helpers shared by widgets (bars, sizes, states, durations)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,17 @@ def ellipsis(text: str, width: int) -> str:
         return text
     head = (width - 1) * 2 // 3
     return f"{text[:head]}…{text[len(text) - (width - 1 - head):]}"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds → '45s', '15m 40s', '2h 05m', '3d 4h'; None → 'unknown'."""
+    if seconds is None:
+        return "unknown"
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s" if s % 60 else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"

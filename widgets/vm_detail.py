@@ -13,7 +13,7 @@ from textual.widget import Widget
 from backends.models import DiskChain, Host, ReplicaLink, Vm
 from backends.units import format_bytes, format_cpuset, format_kib
 from widgets.steady import SteadyStatic
-from widgets.text import vm_state
+from widgets.text import duration, vm_state
 
 
 class VmDetail(SteadyStatic):
@@ -64,6 +64,7 @@ def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: 
     if vm.hugepages:
         facts.append(" · hugepages")
     parts: list[RenderableType] = [title, facts]
+    parts += [Text(f"⚠ {flag}", style="yellow") for flag in flags]  # first: a long detail scrolls
     parts.append(_placement(vm, host))
     if vm.devices:
         parts.append(Text("devices  ", style="bold") + Text(", ".join(vm.devices)))
@@ -82,14 +83,12 @@ def render_vm(vm: Vm, host: Host | None, chains: Sequence[DiskChain], replicas: 
             line.append(f" · {format_bytes(alloc)} allocated", style="dim")
         if link:
             style = "red" if link.rpo_violated else "green"
-            lag = "?" if link.lag_s is None else f"{link.lag_s:.0f}s"
+            lag = "?" if link.lag_s is None else duration(link.lag_s)
             line.append(f"  ⇄ {link.replica_host} lag {lag}", style=style)
         parts.append(line)
     if fits:
         parts.append(_fits_line(fits))
         parts += [Text(f"  ✗ {name}: {why}", style="dim") for name, why in fits if why is not None][:3]
-    for flag in flags:
-        parts.append(Text(f"⚠ {flag}", style="yellow"))
     return Group(*parts)
 
 

@@ -11,8 +11,9 @@ from backends.models import Inventory, LayerState, ReplicaLink
 from backends.requests import FailoverRequest, ReplicateRequest
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
-from widgets.chain_view import ChainView, duration
+from widgets.chain_view import ChainView
 from widgets.keyed_table import Cell, KeyedTable
+from widgets.text import duration
 
 
 class ReplicaTable(KeyedTable):

@@ -12,7 +12,8 @@ from backends.models import DiskChain, DiskLayer, Inventory, LayerState, Replica
 from backends.sim.backend import SimBackend
 from backends.sim.fleet import demo_fleet_path, load_fleet
 from backends.units import format_bytes
-from widgets.chain_view import ChainRender, ChainView, align, duration, render_chain
+from widgets.chain_view import ChainRender, ChainView, align, render_chain
+from widgets.text import duration
 
 GIB = 1024**3
 

@@ -78,3 +78,9 @@ def test_a_large_site_is_one_line_led_by_how_many_fit() -> None:
     small = render_vm(vm, None, (), (), (), fits[:FITS_LISTED])
     line = next(p for p in small.renderables if str(p).startswith("fits on"))
     assert str(line).startswith("fits on  h000 ✗  h001 ✓") and not line.no_wrap
+
+
+def test_warnings_come_right_after_the_facts_where_a_long_detail_does_not_hide_them() -> None:
+    vm = _vms()[0]
+    parts = render_vm(vm, None, (), (), ["cell 1 is overcommitted"], [("h1", "no room")]).renderables
+    assert str(parts[2]) == "⚠ cell 1 is overcommitted"
