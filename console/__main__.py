@@ -1,5 +1,5 @@
-"""`python -m console` runs the hvc command line."""
+"""`python -m console` runs the hvc command line (as the `hvc` script does)."""
 
-from console.cli import main
+from console.start import main
 
 main()

@@ -8,6 +8,7 @@ a command's start) instead of after it. Only this module and ``events`` are impo
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -51,10 +52,42 @@ class Opening(threading.Thread):
             raise self._error
         return self._conn
 
+    def discard(self) -> threading.Thread:
+        """Close the connection once it is open, in a thread (returned) rather than waiting here."""
+        closing = threading.Thread(target=self._close, name=f"close {self.name}", daemon=True)
+        closing.start()
+        return closing
+
+    def _close(self) -> None:
+        self.join()
+        if self._conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.close()
+
+
+# Openings started from the command line before it was parsed (``console.start``), by URI; the
+# first ``open_ahead`` takes over those it can use and closes the others.
+_early: dict[str, Opening] = {}
+
+
+def open_early(uris: list[str], read_only: bool) -> None:
+    """Start opening the hosts a command line names, before the command itself is known."""
+    _early.update(_start(uris, read_only))
+
 
 def open_ahead(uris: tuple[str, ...] | list[str], read_only: bool) -> dict[str, Opening]:
     """Start opening each valid URI in the background, for ``LibvirtBackend(opened=…)``; an
-    invalid one is left for the backend to refuse."""
+    invalid one is left for the backend to refuse. An early opening of the same URI and
+    read-only setting is used instead of a new one."""
+    early = {uri: o for uri, o in _early.items() if o.read_only == read_only and uri in uris}
+    for uri, opening in _early.items():
+        if uri not in early:
+            opening.discard()
+    _early.clear()
+    return early | _start([u for u in uris if u not in early], read_only)
+
+
+def _start(uris: tuple[str, ...] | list[str], read_only: bool) -> dict[str, Opening]:
     openings: dict[str, Opening] = {}
     for uri in uris:
         try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def hvc(*args: str) -> list[str]:
     """This checkout's ``hvc``, as the user runs it (the same interpreter, a fresh process)."""
-    return [sys.executable, "-c", "from console.cli import main; main()", *args]
+    return [sys.executable, "-c", "from console.start import main; main()", *args]
 
 
 def run_once(argv: list[str]) -> tuple[float, int]:
