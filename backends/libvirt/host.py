@@ -19,6 +19,7 @@ from typing import Any
 import libvirt
 
 from backends import gcpause
+from backends.libvirt.ahead import in_order
 from backends.libvirt.connect import Opening, open_connection
 from backends.libvirt.ops import libvirt_reason
 from backends.libvirt.parse import (
@@ -337,17 +338,24 @@ class HostConnection:
         vms: list[Vm] = []
         chains: list[DiskChain] = []
         cpu: dict[str, int] = {}
-        seen: set[str] = set()
+        listed: list[tuple[str, VmState, dict[str, Any], bool]] = []
+        stale: list[Any] = []  # the domains whose XML is read again
         for dom, record in stats:
             uuid = dom.UUIDString()
-            seen.add(uuid)
             state = _STATES.get(record.get("state.state", 0), VmState.UNKNOWN)
-            facts = self._facts.get(uuid)
-            if facts is None or uuid in dirty or self._last_state.get(uuid) is not state:
-                self._count("XMLDesc")
-                root = domain_root(dom.XMLDesc(0))  # parsed once for both readers
-                facts = replace(parse_domain(root, self._label), services=parse_services(root, self._label))
-                self._facts[uuid] = facts
+            known = uuid in self._facts and uuid not in dirty and self._last_state.get(uuid) is state
+            if not known:
+                stale.append(dom)
+            listed.append((uuid, state, record, known))
+        self.calls["XMLDesc"] += len(stale)
+        xml = in_order(_domain_xml, stale)  # fetched ahead (remote: round trips overlap) while parsed
+        for uuid, state, record, known in listed:
+            if known:
+                facts = self._facts[uuid]
+            else:
+                root = domain_root(next(xml))  # parsed once for both readers
+                parsed = parse_domain(root, self._label)
+                facts = self._facts[uuid] = DomainFacts(parsed.vm, parsed.chains, parse_services(root, self._label))
             self._last_state[uuid] = state
             balloon = record.get("balloon.current")
             memory_kib = int(balloon) if balloon and state is not VmState.SHUTOFF else facts.vm.memory_kib
@@ -362,6 +370,7 @@ class HostConnection:
                 ))
             vms.append(last[1])
             chains.extend(facts.chains)
+        seen = {uuid for uuid, *_ in listed}
         for gone in (self._facts.keys() | self._vms.keys()) - seen:
             self._facts.pop(gone, None)
             self._last_state.pop(gone, None)
@@ -389,12 +398,12 @@ class HostConnection:
                 _, capacity, _, available = pool.info()
                 volumes = []
                 self._count("listAllVolumes")
-                for vol in pool.listAllVolumes(0):
-                    self._count("volume.info")
-                    _, vol_capacity, allocation = vol.info()
-                    self._count("volume.XMLDesc")
-                    fmt, backing = parse_volume(vol.XMLDesc(0))
-                    volumes.append(Volume(vol.name(), vol.path(), fmt, vol_capacity, allocation, backing))
+                listed = pool.listAllVolumes(0)
+                for call in ("volume.info", "volume.XMLDesc", "volume.path"):
+                    self.calls[call] += len(listed)
+                for name, path, (_, vol_capacity, allocation), xml in in_order(_volume, listed):
+                    fmt, backing = parse_volume(xml)
+                    volumes.append(Volume(name, path, fmt, vol_capacity, allocation, backing))
             except libvirt.libvirtError:
                 continue  # a pool that vanished or cannot list: its layers stay unsized
             pools.append(StoragePool(pool.name(), self._label, kind, path, capacity, available,
@@ -453,3 +462,11 @@ class HostConnection:
 
     def _count(self, call: str) -> None:
         self.calls[call] += 1
+
+
+def _domain_xml(dom: Any) -> str:
+    return str(dom.XMLDesc(0))
+
+
+def _volume(vol: Any) -> tuple[str, str, list[int], str]:
+    return vol.name(), vol.path(), vol.info(), vol.XMLDesc(0)
