@@ -67,6 +67,13 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
             shapes[shape] = host_cells(h)
         cells[h.name] = shapes[shape]
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
+    devices = {}
+    held: dict[str, list[str]] = {}  # VM → the addresses of the devices it owns, in spec order
+    for d in spec.devices:
+        for dev in make_devices(d):
+            devices[(dev.host, dev.address)] = dev
+            if dev.owner.vm:
+                held.setdefault(dev.owner.vm, []).append(dev.address)
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
     recipes: dict[tuple[str, str], Recipe] = {}
@@ -74,20 +81,13 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
         layers = sum(1 + d.overlays for d in v.disks)
         drawn = _draws(f"{spec.seed}:{v.name}", _VM_DRAWS.size + _LAYER_DRAW.size * layers)
         uuid, booted, util = _VM_DRAWS.unpack_from(drawn)
-        vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], _uuid(uuid))
+        vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], _uuid(uuid), tuple(held.get(v.name, ())))
         boot[v.name] = (now - _between(booted, 3_600, 90 * 86_400), _between(util, 0.05, 0.85))
         at = _VM_DRAWS.size
         for disk in v.disks:
             recipes[(v.name, disk.target)] = (make_chain, (v, disk, drawn, at))
             at += _LAYER_DRAW.size * (1 + disk.overlays)
     chains = Chains(recipes)
-    devices = {}
-    for d in spec.devices:
-        for dev in make_devices(d):
-            devices[(dev.host, dev.address)] = dev
-            if dev.owner.vm:
-                vm = vms[dev.owner.vm]
-                vms[vm.name] = replace(vm, devices=(*vm.devices, dev.address))
     for v in spec.vms:
         if v.images:
             taken = tuple(
@@ -154,10 +154,12 @@ def _distances(h: HostSpec, i: int) -> tuple[tuple[int, int], ...]:
     return tuple(enumerate(row))
 
 
-def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: str) -> Vm:
+def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: str,
+            devices: tuple[str, ...] = ()) -> Vm:
     if not v.vnuma and not v.pinned:  # most VMs: nothing to lay out
         return Vm(v.name, uuid, v.host, v.state, v.vcpus, v.memory_kib, v.memory_kib * 3 // 2,
-                  memory_nodeset=_ON_CELL[v.cell] if v.cell < len(_ON_CELL) else (v.cell,), disks=_targets(v.disks))
+                  memory_nodeset=_ON_CELL[v.cell] if v.cell < len(_ON_CELL) else (v.cell,), devices=devices,
+                  disks=_targets(v.disks))
     vnuma: list[VNumaCell] = []
     pins: list[VcpuPin] = []
     next_vcpu = 0
@@ -184,7 +186,7 @@ def make_vm(v: VmSpec, cells: tuple[NumaCell, ...], cursors: list[int], uuid: st
     return Vm(
         name=v.name, uuid=uuid, host=v.host, state=v.state, vcpus=v.vcpus,
         memory_kib=v.memory_kib, max_memory_kib=v.memory_kib * 3 // 2, vnuma=tuple(vnuma),
-        pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,), disks=_targets(v.disks),
+        pinning=tuple(pins), memory_nodeset=() if v.vnuma else (v.cell,), devices=devices, disks=_targets(v.disks),
     )
 
 
