@@ -5,7 +5,9 @@
   flags hvc uses on the lab (``--unsafe``: the hosts share the files; ``--persistent
   --undefinesource``; ``--migrateuri tcp://127.0.0.1``), both as the commands a user runs,
   there and back, rounds alternating; the median of each. A second row runs the same
-  migrations from an hvc already running (the console's case), beside the same virsh runs.
+  migrations from an hvc already running (the console's case), beside the same virsh runs; a third
+  makes the same ``migrate3`` call from a bare libvirt-python program (the floor of any Python
+  process: interpreter and binding).
 - replication shipping: a 3-layer qcow2 chain (``hvc-bench-rep-*``) shipped from host A's pool
   to host B's by ``LibvirtReplicate`` (the shipping phase, from its own phase events; the
   replica is verified byte-identical by the operation), against ``cp`` of the same layer files
@@ -26,6 +28,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +98,20 @@ def _hvc_migrate(uris: tuple[str, ...], dst: str) -> list[str]:
     return hvc("migrate", MOVER, "--to", dst, *itertools.chain.from_iterable(("-c", u) for u in uris))
 
 
+# The same migrate3 call from the smallest Python program that can make it: what any Python
+# process pays (the interpreter and libvirt's binding) before a migration starts, for the first row.
+_BARE = """import sys, libvirt
+src, dst = libvirt.open(sys.argv[1]), libvirt.open(sys.argv[2])
+flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+src.lookupByName(sys.argv[3]).migrate3(dst, {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1"},
+                                       flags | libvirt.VIR_MIGRATE_UNSAFE)
+"""
+
+
+def _bare_migrate(src: str, dst: str) -> list[str]:
+    return [sys.executable, "-c", _BARE, src, dst, MOVER]
+
+
 def _running_on(uri: str) -> bool:
     done = subprocess.run(["virsh", "-c", uri, "domstate", MOVER], capture_output=True, text=True, check=False)
     return done.returncode == 0 and done.stdout.strip() == "running"
@@ -122,6 +139,7 @@ def migration_rows(rounds: int) -> list[Row]:
     hvc_s: list[float] = []
     engine_s: list[float] = []
     virsh_s: list[float] = []
+    bare_s: list[float] = []
     with locked():
         status = _status()
         a, b = status.uris
@@ -134,6 +152,8 @@ def migration_rows(rounds: int) -> list[Row]:
                     hvc_s.append(run_once(_hvc_migrate(status.uris, dst))[0])
                 for src, dst in ((a, b), (b, a)):
                     virsh_s.append(run_once(_virsh_migrate(src, dst))[0])
+                for src, dst in ((a, b), (b, a)):
+                    bare_s.append(run_once(_bare_migrate(src, dst))[0])
                 for dst in (b, a):
                     resident.refresh()
                     engine_s.append(_engine_migrate(resident, dst))
@@ -142,6 +162,7 @@ def migration_rows(rounds: int) -> list[Row]:
             if _running_on(b) and not _running_on(a):
                 subprocess.run(_virsh_migrate(b, a), capture_output=True, check=False, timeout=120)
     mine, engine, theirs = statistics.median(hvc_s), statistics.median(engine_s), statistics.median(virsh_s)
+    bare = statistics.median(bare_s)
     return [
         Row(f"lab live migration, hvc vs virsh migrate --live ({MOVER}, {len(hvc_s)} each, there and back, "
             "each a process)", mine, "s", "≤ 1.1 × virsh", mine / theirs <= 1.1, "virsh migrate --live --unsafe",
@@ -149,6 +170,9 @@ def migration_rows(rounds: int) -> list[Row]:
         Row(f"lab live migration run by an hvc already running, as from the console (no process start; "
             f"{len(engine_s)})", engine, "s", "— (judged on the row above)", None, "virsh migrate --live --unsafe",
             theirs, engine / theirs, note=f"hvc {_fmt(engine_s)}"),
+        Row(f"  the same call from a bare libvirt-python program, each a process (Python's floor; "
+            f"{len(bare_s)})", bare, "s", "", None, "virsh migrate --live --unsafe", theirs, bare / theirs,
+            note=_fmt(bare_s)),
     ]
 
 
