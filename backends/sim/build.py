@@ -68,12 +68,12 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
         cells[h.name] = shapes[shape]
     cursors = {h.name: [0] * len(h.cells) for h in spec.hosts}
     devices = {}
-    held: dict[str, list[str]] = {}  # VM → the addresses of the devices it owns, in spec order
+    owned: dict[str, list[str]] = {}  # VM → the addresses of the devices it owns, in spec order
     for d in spec.devices:
         for dev in make_devices(d):
             devices[(dev.host, dev.address)] = dev
             if dev.owner.vm:
-                held.setdefault(dev.owner.vm, []).append(dev.address)
+                owned.setdefault(dev.owner.vm, []).append(dev.address)
     vms: dict[str, Vm] = {}
     boot: dict[str, tuple[float, float]] = {}
     recipes: dict[tuple[str, str], Recipe] = {}
@@ -81,7 +81,7 @@ def build(spec: FleetSpec, now: float) -> BuiltFleet:
         layers = sum(1 + d.overlays for d in v.disks)
         drawn = _draws(f"{spec.seed}:{v.name}", _VM_DRAWS.size + _LAYER_DRAW.size * layers)
         uuid, booted, util = _VM_DRAWS.unpack_from(drawn)
-        vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], _uuid(uuid), tuple(held.get(v.name, ())))
+        vms[v.name] = make_vm(v, cells[v.host], cursors[v.host], _uuid(uuid), tuple(owned.get(v.name, ())))
         boot[v.name] = (now - _between(booted, 3_600, 90 * 86_400), _between(util, 0.05, 0.85))
         at = _VM_DRAWS.size
         for disk in v.disks:
