@@ -1,9 +1,9 @@
 """libvirt calls made ahead of their use, by a few threads over the same connection, their
 results taken in order.
 
-A first load reads one XML document per domain (and two calls per storage volume): one call after
-another, each waits for its answer while nothing else runs: a round trip each to a remote
-daemon, and on the test driver C work done without the GIL. Made ahead, the calls overlap each
+A first load reads one XML document per domain and makes three calls per storage volume. Made
+one after another, each waits for its answer while nothing else runs: a round trip to a remote
+daemon, or C work done without the GIL on the test driver. Made ahead, the calls overlap each
 other and the parsing of the answers already in. A libvirt connection takes calls from several
 threads at once. Short lists are called in place: starting threads would cost more.
 """
