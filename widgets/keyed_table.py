@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.cells import cell_len
@@ -14,7 +15,22 @@ from textual.geometry import Region, Size
 from textual.widgets import DataTable
 from textual.widgets._data_table import Row, RowKey, RowRenderables
 
-Cell = str | Text
+from widgets.text import duration
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    """A cell showing the time since ``at`` on its table's clock (``KeyedTable.tick``), '?' when
+    ``at`` is None. It reads anew at each tick while its row stays the same, so a column of lags
+    that all move costs the rows on screen at each refresh, not every row of the table."""
+
+    at: float | None
+    style: str = ""
+
+    WIDTH: ClassVar[int] = 7  # its column's width: the widest duration below 100 days ('15m 40s')
+
+
+Cell = str | Text | Since
 Redrawn = dict[RowKey, tuple[int, set[str] | None]]  # row → its index, the columns to draw again (None: all)
 
 
@@ -36,9 +52,12 @@ class KeyedTable(DataTable[Cell]):
         Binding("G", "scroll_bottom", "Bottom", show=False),
     ]
 
-    def __init__(self, columns: Sequence[str], **kwargs: object) -> None:
+    def __init__(self, columns: Sequence[str], *, ticking: Sequence[str] = (), **kwargs: object) -> None:
+        """``ticking``: the columns whose cells are ``Since``."""
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
         self._columns = tuple(columns)
+        self._ticking = frozenset(ticking)
+        self._now = 0.0  # the clock Since cells are read on
         self._rows: dict[str, tuple[Cell, ...]] = {}  # what is shown
         self._keys: list[str] = []  # row keys in display order
         self._all: list[tuple[str, tuple[Cell, ...]]] = []  # before filtering
@@ -94,9 +113,33 @@ class KeyedTable(DataTable[Cell]):
         self._forget(redrawn)
         return True
 
+    def tick(self, now: float) -> None:
+        """Move the clock the ``Since`` cells are read on; the rows on screen are drawn again."""
+        if now == self._now:
+            return
+        self._now = now
+        if not self._ticking:
+            return
+        # The ticking cells' drawing, and every drawn row and line that holds one, is dropped (the
+        # caches hold the rows drawn lately: a few screens at most); only the screen is redrawn.
+        for stale in [k for k in self._cell_render_cache.keys() if k[1] in self._ticking]:  # noqa: SIM118
+            self._cell_render_cache.discard(stale)
+        for cache in (self._row_render_cache, self._row_renderable_cache, self._line_cache):
+            cache.clear()
+        self.refresh()
+
+    def _shown(self, cell: Cell | None) -> Text:
+        """A cell as drawn: a ``str`` as it is (DataTable reads one as markup), a ``Since`` read now."""
+        if isinstance(cell, Text):
+            return cell
+        if isinstance(cell, Since):
+            text = "?" if cell.at is None else duration(self._now - cell.at)
+            return Text(text, style=cell.style, no_wrap=True, end="")
+        return Text(cell or "", no_wrap=True, end="")  # what DataTable makes of a str without markup
+
     def _matches(self, cells: tuple[Cell, ...]) -> bool:
         wanted = self._filter
-        return not wanted or any(wanted in (c.plain if isinstance(c, Text) else c).lower() for c in cells)
+        return not wanted or any(wanted in self._shown(c).plain.lower() for c in cells)
 
     def _change(self, index: int, key: str, old: tuple[Cell, ...], cells: tuple[Cell, ...],
                 redrawn: Redrawn) -> None:
@@ -123,7 +166,8 @@ class KeyedTable(DataTable[Cell]):
         if not rows:
             return
         indexes = {index for index, _ in rows.values()}
-        lines = {i + (self.header_height if self.show_header else 0) for i in indexes}
+        header = self.header_height if self.show_header else 0  # reactives: read once, not per row
+        lines = {i + header for i in indexes}
 
         def cell_hit(key: tuple[object, ...]) -> bool:
             row = rows.get(key[0])  # type: ignore[call-overload]
@@ -262,13 +306,13 @@ class KeyedTable(DataTable[Cell]):
         self._require_update_dimensions = True
 
     def _compute_row_renderables(self, row_index: int) -> RowRenderables:
-        """A row's cells as drawn, a ``str`` shown as it is: DataTable reads one as markup, so a
-        name with brackets lost them ('web[prod]' showed 'web') or broke the drawing ('db[/]')."""
+        """A row's cells as drawn (``_shown``): DataTable reads a ``str`` as markup, so a name with
+        brackets lost them ('web[prod]' showed 'web') or broke the drawing ('db[/]')."""
         row_key = self._row_locations.get_key(row_index) if row_index >= 0 else None
         if row_key is None:
             return super()._compute_row_renderables(row_index)  # the header
         data = self._data.get(row_key, {})
-        return RowRenderables(None, [_literal(data.get(column.key)) for column in self.ordered_columns])
+        return RowRenderables(None, [self._shown(data.get(column.key)) for column in self.ordered_columns])
 
     @property
     def current_key(self) -> str | None:
@@ -295,12 +339,8 @@ class _Offsets:
         """DataTable.clear empties the list; there is nothing kept to empty."""
 
 
-def _literal(cell: Cell | None) -> Text:
-    if isinstance(cell, Text):
-        return cell
-    return Text(cell or "", no_wrap=True, end="")  # what DataTable makes of a str without markup
-
-
 def _width(cell: Cell) -> int:
+    if isinstance(cell, Since):
+        return Since.WIDTH
     text = cell.plain if isinstance(cell, Text) else cell
     return max(map(cell_len, text.split("\n"))) if "\n" in text else cell_len(text)

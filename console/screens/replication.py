@@ -12,13 +12,14 @@ from backends.requests import FailoverRequest, ReplicateRequest
 from console.actions import bindings
 from console.screens.base import InventoryScreen, pane
 from widgets.chain_view import ChainView
-from widgets.keyed_table import Cell, KeyedTable
+from widgets.keyed_table import Cell, KeyedTable, Since
 from widgets.text import duration
 
 
 class ReplicaTable(KeyedTable):
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(("VM", "disk", "primary", "replica", "layers", "lag", "RPO", "state"), **kwargs)
+        super().__init__(("VM", "disk", "primary", "replica", "layers", "lag", "RPO", "state"), ticking=("lag",),
+                         **kwargs)
 
 
 class ReplicationScreen(InventoryScreen):
@@ -42,15 +43,18 @@ class ReplicationScreen(InventoryScreen):
         made: dict[str, tuple[tuple[object, ...], tuple[Cell, ...]]] = {}
         for r in sorted(inv.replicas, key=lambda r: (not r.rpo_violated, r.vm, r.disk)):
             key = f"{r.vm}/{r.disk}"
-            lag = "?" if r.lag_s is None else duration(r.lag_s)
-            facts = (r.primary_host, r.replica_host, r.layer_states, lag, r.rpo_s, r.rpo_violated)
+            # The lag is not among them: it is read from the last sync at each tick of the table,
+            # which draws the rows on screen again; a row changes when a sync ends or the RPO is crossed.
+            facts = (r.primary_host, r.replica_host, r.layer_states, r.last_sync, r.rpo_s, r.rpo_violated)
             kept = self._made.get(key)
-            if kept is None or kept[0] != facts:  # a lag shown in minutes or hours often reads the same
-                kept = (facts, _cells(r, lag))
+            if kept is None or kept[0] != facts:
+                kept = (facts, _cells(r))
             made[key] = kept
             rows.append((key, kept[1]))
         self._made = made
-        self.query_one(ReplicaTable).set_rows(rows)
+        table = self.query_one(ReplicaTable)
+        table.tick(inv.taken_at)
+        table.set_rows(rows)
         self._show_chain()
 
     def apply_filter(self, text: str) -> None:
@@ -84,11 +88,11 @@ def _selected_vm(screen: ReplicationScreen) -> str | None:
     return key.split("/")[0] if key else None
 
 
-def _cells(r: ReplicaLink, lag: str) -> tuple[Cell, ...]:
+def _cells(r: ReplicaLink) -> tuple[Cell, ...]:
     present = sum(1 for s in r.layer_states if s is LayerState.PRESENT)
     shipping = any(s is LayerState.SHIPPING for s in r.layer_states)
     state = (Text("RPO violated", style="bold red") if r.rpo_violated
              else Text("shipping", style="yellow") if shipping else Text("in sync", style="green"))
     return (r.vm, r.disk, r.primary_host, r.replica_host, f"{present}/{len(r.layer_states)}",
-            Text(lag, style="red" if r.rpo_violated else ""), duration(r.rpo_s), state)
+            Since(r.last_sync, style="red" if r.rpo_violated else ""), duration(r.rpo_s), state)
 

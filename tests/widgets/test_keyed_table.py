@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets._data_table import RowKey
 
-from widgets.keyed_table import KeyedTable
+from widgets.keyed_table import KeyedTable, Since
 
 COLUMNS = ("name", "lag", "state")
 
@@ -74,3 +74,47 @@ async def test_a_text_cell_is_shown_as_it_is_not_read_as_markup() -> None:
     names = ["web[prod]", "db[/]", "[bold]x"]
     async with _table(_rows(names)) as (_pilot, table):
         assert _shown(table)[:3] == names
+
+
+class _Ticking(App[None]):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(COLUMNS, ticking=("lag",))
+
+
+async def test_a_ticking_column_reads_anew_at_each_tick_rows_on_screen_and_off_alike() -> None:
+    names = [f"vm{i:02}" for i in range(40)]
+    app = _Ticking()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(KeyedTable)
+        rows = [(n, (n, Since(100.0 + i), "ok")) for i, n in enumerate(names)]
+        table.set_rows(rows)
+        table.tick(160.0)
+        await pilot.pause()
+        assert table.render_line(1).text.split()[:2] == ["vm00", "1m"]
+        changed: list[object] = []
+        table._change = lambda *args: changed.append(args)  # type: ignore[method-assign]
+        table.set_rows(rows)  # the same rows, as a screen keeps them while nothing but time moved
+        table.tick(175.0)
+        await pilot.pause()
+        assert changed == []  # no row changed: the tick alone moved the lags
+        assert table.render_line(1).text.split()[:3] == ["vm00", "1m", "15s"]
+        table.scroll_to(y=30, animate=False)  # rows not drawn since the first tick
+        await pilot.pause()
+        table.tick(200.0)
+        table.scroll_to(y=0, animate=False)  # back to rows drawn at the tick before
+        await pilot.pause()
+        assert table.render_line(1).text.split()[:3] == ["vm00", "1m", "40s"]
+        assert table.render_line(2).text.split()[:3] == ["vm01", "1m", "39s"]
+
+
+async def test_a_ticking_cell_without_an_instant_shows_a_question_mark_and_filters_by_what_it_shows() -> None:
+    app = _Ticking()
+    async with app.run_test(size=(60, 12)) as pilot:
+        table = app.query_one(KeyedTable)
+        table.tick(500.0)
+        table.set_rows([("a", ("a", Since(None), "ok")), ("b", ("b", Since(440.0), "ok"))])
+        await pilot.pause()
+        assert table.render_line(1).text.split()[:2] == ["a", "?"]
+        table.set_filter("1m")
+        await pilot.pause()
+        assert table.row_count == 1 and table.current_key == "b"
