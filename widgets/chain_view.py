@@ -140,4 +140,7 @@ class ChainView(SteadyStatic):
 
     def show(self, chain: DiskChain, link: ReplicaLink | None) -> None:
         self.chain, self.link = chain, link
-        self.set_content(render_chain(chain, link))
+        # The height: the layers (rows), and the sync line, which wraps when narrow: its length
+        # moves with the lag's and whether the RPO is met.
+        sync = None if link is None else (link.replica, link.layer_states, len(sync_header(link)))
+        self.set_content(render_chain(chain, link), shape=(chain, sync))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 from rich.console import Console, RenderableType
 from rich.segment import Segment
@@ -12,7 +13,7 @@ from backends.models import DiskChain, DiskLayer, Inventory, LayerState, Replica
 from backends.sim.backend import SimBackend
 from backends.sim.fleet import demo_fleet_path, load_fleet
 from backends.units import format_bytes
-from widgets.chain_view import ChainRender, ChainView, align, render_chain
+from widgets.chain_view import ChainRender, ChainView, align, render_chain, sync_header
 from widgets.text import duration
 
 GIB = 1024**3
@@ -152,3 +153,38 @@ async def test_widget_shows_the_chain_it_is_given() -> None:
         assert isinstance(view.content, ChainRender) and view.content.link is None
         screen = "\n".join(strip.text for strip in view.render_lines(view.size.region))
         assert "not replicated" in screen and "missing" not in screen
+
+
+async def test_a_lag_that_ticks_is_drawn_without_measuring_the_chain_again_and_its_height_follows_wrapping() -> None:
+    inv = demo()
+    chain, link = chain_of(inv, "web-02"), link_of(inv, "web-02")
+    app = ChainApp()
+    async with app.run_test(size=(120, 20)) as pilot:
+        view = app.query_one(ChainView)
+        view.show(chain, link)
+        await pilot.pause()
+        measured: list[int] = []
+        height_for = view.height_for
+        view.height_for = lambda width: measured.append(width) or height_for(width)  # type: ignore[method-assign]
+        view.show(chain, replace(link, lag_s=(link.lag_s or 0) + 1))  # one second later: same length
+        await pilot.pause()
+        assert measured == []
+        assert duration((link.lag_s or 0) + 1) in "\n".join(s.text for s in view.render_lines(view.size.region))
+        view.show(chain, replace(link, lag_s=5.0, last_sync=1.0))  # "5s": a shorter sync line, measured
+        await pilot.pause()
+        assert measured == [view.size.width]
+
+
+async def test_a_sync_line_that_wraps_when_narrow_makes_the_view_taller() -> None:
+    inv = demo()
+    chain, link = chain_of(inv, "web-02"), link_of(inv, "web-02")
+    short = replace(link, lag_s=5.0)
+    app = ChainApp()
+    async with app.run_test(size=(len(sync_header(short)) + 2, 20)) as pilot:  # its sync line just fits
+        view = app.query_one(ChainView)
+        view.show(chain, short)
+        await pilot.pause()
+        fits = view.size.height
+        view.show(chain, replace(link, lag_s=100_000.0))  # "1d 3h": longer, it wraps
+        await pilot.pause()
+        assert view.size.height == fits + 1
