@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from posixpath import basename
 
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -73,6 +74,7 @@ def _layer_cells(layer: DiskLayer | None, style: str = "") -> list[Text]:
 
 
 WIDE = 84  # below this many cells the role and format columns are left out
+_drawn: dict[tuple[object, ...], list[list[Segment]]] = {}  # a chain's layers table, drawn, by chain and width
 
 
 class ChainRender:
@@ -87,7 +89,16 @@ class ChainRender:
         title.append(chain.host if link is None else f"{chain.host} → {link.replica_host}", style="dim")
         yield title
         yield sync_header(link)
-        yield self.table(wide=options.max_width >= WIDE)
+        # The layers' table, drawn once per chain and width: the lag above it ticks at every refresh.
+        key = (chain, None if link is None else (link.replica, link.layer_states), options.max_width)
+        lines = _drawn.get(key)
+        if lines is None:
+            if len(_drawn) >= 16:
+                _drawn.clear()
+            lines = _drawn[key] = console.render_lines(self.table(wide=options.max_width >= WIDE), options, pad=False)
+        for line in lines:
+            yield from line
+            yield Segment.line()
 
     def table(self, wide: bool) -> Table:
         chain, link, layers = self.chain, self.link, self.chain.layers
