@@ -68,6 +68,12 @@ async def measure(scale: str, idle_s: float, samples: int, start_only: bool = Fa
         except TimeoutError:
             raise TimeoutError("view never filled") from None
 
+    async def idle_cpu(seconds: float) -> float:
+        """This process's CPU over ``seconds`` of doing nothing but refresh, in % of a core."""
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        return 100 * (time.process_time() - cpu) / (time.perf_counter() - wall)
+
     def filled() -> bool:
         tables = list(app.screen.query(DataTable))
         return bool(tables) and all(t.row_count > 0 for t in tables)
@@ -95,9 +101,20 @@ async def measure(scale: str, idle_s: float, samples: int, start_only: bool = Fa
         await pilot.pause(0.5)
         out["rss_mb"] = psutil.Process().memory_info().rss / 2**20
 
-        cpu, wall = time.process_time(), time.perf_counter()
-        await asyncio.sleep(idle_s)
-        out["idle_cpu_pct"] = 100 * (time.process_time() - cpu) / (time.perf_counter() - wall)
+        out["idle_cpu_pct"] = await idle_cpu(idle_s)
+
+        # The Replication view: every replica's lag moves at each refresh.
+        def replicas_shown() -> bool:
+            tables = app.screen.query("#replicas")
+            return bool(tables) and tables.first(DataTable).row_count > 0
+
+        await pilot.press("4")
+        await first_frame_showing(replicas_shown)
+        await pilot.pause(0.5)
+        out["replicas"] = len(backend.snapshot().replicas)
+        out["replication_idle_cpu_pct"] = await idle_cpu(idle_s)
+        await pilot.press("2")
+        await first_frame_showing(vms_shown)
 
         progress = 0
 
