@@ -104,17 +104,22 @@ async def measure(scale: str, idle_s: float, samples: int, start_only: bool = Fa
         out["idle_cpu_pct"] = await idle_cpu(idle_s)
 
         # The Replication view: every replica's lag moves at each refresh.
+        replicas = len(backend.snapshot().replicas)  # a small fleet may have none
+
         def replicas_shown() -> bool:
             tables = app.screen.query("#replicas")
-            return bool(tables) and tables.first(DataTable).row_count > 0
+            return bool(tables) and tables.first(DataTable).row_count == replicas
 
-        await pilot.press("4")
-        await first_frame_showing(replicas_shown)
+        async def switch(key: str, shown: Any) -> None:
+            drawn = asyncio.ensure_future(first_frame_showing(shown))  # before the key: its frame may come at once
+            await pilot.press(key)
+            await drawn
+
+        await switch("4", replicas_shown)
         await pilot.pause(0.5)
-        out["replicas"] = len(backend.snapshot().replicas)
+        out["replicas"] = replicas
         out["replication_idle_cpu_pct"] = await idle_cpu(idle_s)
-        await pilot.press("2")
-        await first_frame_showing(vms_shown)
+        await switch("2", vms_shown)
 
         progress = 0
 
