@@ -139,7 +139,12 @@ class KeyedTable(DataTable[Cell]):
 
     def _matches(self, cells: tuple[Cell, ...]) -> bool:
         wanted = self._filter
-        return not wanted or any(wanted in self._shown(c).plain.lower() for c in cells)
+        return not wanted or any(wanted in self._plain(c).lower() for c in cells)
+
+    def _plain(self, cell: Cell) -> str:
+        if isinstance(cell, str):
+            return cell
+        return cell.plain if isinstance(cell, Text) else self._shown(cell).plain
 
     def _change(self, index: int, key: str, old: tuple[Cell, ...], cells: tuple[Cell, ...],
                 redrawn: Redrawn) -> None:
