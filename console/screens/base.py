@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Input, Static
 
@@ -110,9 +110,10 @@ class InventoryScreen(Screen[None]):
         status.set_class(error, "-error")
 
 
-def pane(pane_id: str, title: str) -> Vertical:
-    """A bordered, titled region of a view (``with pane(...): yield widget``)."""
-    box = Vertical(id=pane_id, classes="pane")
+def pane(pane_id: str, title: str, *, scrolls: bool = False) -> Vertical:
+    """A bordered, titled region of a view (``with pane(...): yield widget``). One that ``scrolls``
+    takes focus (tab) and scrolls with the arrow and page keys: for text longer than the pane."""
+    box = VerticalScroll(id=pane_id, classes="pane") if scrolls else Vertical(id=pane_id, classes="pane")
     box.border_title = title
     return box
 

@@ -38,7 +38,7 @@ class VmsScreen(InventoryScreen):
     def compose_body(self) -> ComposeResult:
         with pane("vms-pane", "VMs"):
             yield VmTable(id="vms")
-        with pane("detail-pane", "Detail"):
+        with pane("detail-pane", "Detail", scrolls=True):
             yield VmDetail(id="detail")
 
     def show(self, inv: Inventory) -> None:

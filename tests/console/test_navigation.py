@@ -172,3 +172,21 @@ async def test_the_status_line_and_notices_show_names_and_errors_as_they_are() -
         status = app.screen.query_one("#status", Static)
         assert str(status.render()) == "db[/] is gone from fra-hv01 [Errno 2]"
         assert [n.message for n in app._notifications] == ["db[/] is gone from fra-hv01 [Errno 2]"]
+
+
+async def test_tab_moves_to_the_detail_pane_whose_arrow_keys_scroll_a_detail_longer_than_it() -> None:
+    app = demo_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        table = app.screen.query_one(VmTable)
+        erp = next(vm.uuid for vm in app.inventory.vms if vm.name == "erp-db-01")  # its detail is 11 lines
+        table.move_cursor(row=table._keys.index(erp))
+        await pilot.pause()
+        pane = app.screen.query_one("#detail-pane")
+        assert pane.max_scroll_y > 0 and pane.scroll_y == 0
+        await pilot.press("tab")
+        assert app.focused is pane
+        await pilot.press("down", "down")
+        assert pane.scroll_y == pane.max_scroll_y  # the last line, hidden until now, shows
+        await pilot.press("tab")
+        assert app.focused is table
