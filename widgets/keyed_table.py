@@ -210,8 +210,9 @@ class KeyedTable(DataTable[Cell]):
         moved: Redrawn = {}  # every cell of a moved row: a drawn cell holds its row's index
         for index, (key, was) in enumerate(zip(keys, self._keys, strict=True)):
             if key != was:
-                moved[RowKey(key)] = (index, None)
-                self._row_locations[RowKey(key)] = index  # a permutation: every index gets its new key
+                row_key = RowKey(key)
+                moved[row_key] = (index, None)
+                self._row_locations[row_key] = index  # a permutation: every index gets its new key
         self._keys = keys
         self._ordered = None
         self._forget(moved)
