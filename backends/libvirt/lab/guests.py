@@ -235,8 +235,14 @@ def _remove_domain(dom: Any, host: str) -> str:
 
 
 def remove_lab_objects(conns: dict[str, Conn], progress: Progress, problems: list[str]) -> None:
-    """Remove every lab guest and pool from each host, then close its connection."""
-    jobs = [(dom, host) for host, conn in conns.items() for dom in _lab_domains(conn)]
+    """Remove every lab guest and pool from each host, then close its connection. A host that
+    cannot list its guests is reported, and the rest goes on: the daemons must still stop."""
+    jobs = []
+    for host, conn in conns.items():
+        try:
+            jobs += [(dom, host) for dom in _lab_domains(conn)]
+        except libvirt.libvirtError as e:
+            problems.append(f"host {host.upper()}: cannot list its guests: {e.get_error_message()}")
     with ThreadPoolExecutor(max_workers=8) as pool_ex:
         futures = [(dom, host, pool_ex.submit(_remove_domain, dom, host)) for dom, host in jobs]
         for dom, host, fut in futures:  # report from this thread, not the workers
