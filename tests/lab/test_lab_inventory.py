@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterator
 import libvirt
 import pytest
 
+from backends.libvirt import host as libvirt_host
+from backends.libvirt.ahead import AHEAD_MIN
 from backends.libvirt.backend import LibvirtBackend
 from backends.libvirt.lab import LabStatus, lab_up, stop_host_b
 from backends.models import HostState, Inventory, VmState
@@ -141,3 +144,39 @@ def _vm(inv: Inventory, name: str):  # type: ignore[no-untyped-def]
 def _state(inv: Inventory, name: str) -> VmState | None:
     vm = inv.vm(name)
     return vm.state if vm else None
+
+
+# A guest that is only defined (never started): no QEMU process, just a domain for the daemon to list.
+_DEFINED = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>{mib}</memory>
+<vcpu>{vcpus}</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"""
+
+
+def test_a_first_load_of_many_domains_fetches_their_xml_ahead_from_a_real_daemon(
+        lab: LabStatus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More domains than ``ahead.AHEAD_MIN``: their XML comes from several threads over one
+    connection to host B's libvirtd, and every domain is read with its own facts."""
+    uri = lab.uris[1]
+    names = [f"hvc-lab-ahead-{i:02}" for i in range(40)]  # a fixed number: never as many as a constant says
+    assert len(names) > AHEAD_MIN, "the test must define more domains than ahead.AHEAD_MIN"
+    readers: set[str] = set()
+    fetch = libvirt_host._domain_xml
+    monkeypatch.setattr(libvirt_host, "_domain_xml",
+                        lambda dom: readers.add(threading.current_thread().name) or fetch(dom))
+    conn = libvirt.open(uri)
+    try:
+        for i, name in enumerate(names):
+            conn.defineXML(_DEFINED.format(name=name, mib=64 + i, vcpus=1 + i % 4))
+        backend = LibvirtBackend([uri], poll_s=3600)
+        try:
+            vms = {vm.name: vm for vm in backend.snapshot().vms}
+        finally:
+            backend.close()
+        for i, name in enumerate(names):
+            assert (vms[name].state, vms[name].vcpus, vms[name].memory_kib) == (VmState.SHUTOFF, 1 + i % 4,
+                                                                                 (64 + i) * 1024)
+        assert readers and all(r.startswith("libvirt-ahead") for r in readers)
+    finally:
+        for name in names:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).undefine()
+        conn.close()
